@@ -1,0 +1,66 @@
+"""Grouped-query attention over the static per-slot KV cache."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reference_engine.config import ModelConfig
+from reference_engine.kv_cache import KVCache
+from reference_engine.layers import Rotary
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, rotary: Rotary) -> None:
+        super().__init__()
+        self.layer = layer
+        self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
+        self.head_dim = config.head_dim
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.split = (q_size, kv_size, kv_size)
+        self.qkv = nn.Linear(config.hidden_size, sum(self.split), bias=config.qkv_bias)
+        self.o = nn.Linear(q_size, config.hidden_size, bias=False)
+        self.rotary = rotary
+
+    def _project(self, x: torch.Tensor, positions: torch.Tensor):
+        q, k, v = self.qkv(x).split(self.split, dim=-1)
+        q = self.rotary(q.view(-1, self.num_heads, self.head_dim), positions)  # (N, Hq, D)
+        k = self.rotary(k.view(-1, self.num_kv_heads, self.head_dim), positions)  # (N, Hkv, D)
+        return q, k, v.view(-1, self.num_kv_heads, self.head_dim)
+
+    def decode(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """One new token per slot. x: (S, H); positions, rows: (S,); row i is slot i.
+
+        Every slot attends over the whole fixed-length cache row with a mask, so shapes are
+        static and each slot's result depends on its own row only (batch invariance).
+        """
+        q, k, v = self._project(x, positions)
+        cache.write(self.layer, rows, k, v)
+        keys, values = cache.layer(self.layer)  # (S, L, Hkv, D)
+        slots, group = x.shape[0], self.num_heads // self.num_kv_heads
+        q = q.view(slots, self.num_kv_heads, group, self.head_dim)  # (S, Hkv, G, D)
+        scores = q @ keys.permute(0, 2, 3, 1)  # (S, Hkv, G, L)
+        scores = scores.float() * self.head_dim**-0.5
+        key_pos = torch.arange(cache.max_len, device=x.device)
+        visible = key_pos[None, :] <= positions[:, None]  # (S, L)
+        scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+        probs = scores.softmax(-1).to(x.dtype)
+        out = probs @ values.transpose(1, 2)  # (S, Hkv, G, D)
+        return self.o(out.reshape(slots, -1))
+
+    def prefill(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """A whole prompt of one request from position 0. x: (T, H); rows: (T,)."""
+        q, k, v = self._project(x, positions)
+        cache.write(self.layer, rows, k, v)
+        group = self.num_heads // self.num_kv_heads
+        k = k.repeat_interleave(group, dim=1)
+        v = v.repeat_interleave(group, dim=1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
+        )  # (Hq, T, D)
+        return self.o(out.transpose(0, 1).reshape(x.shape[0], -1))

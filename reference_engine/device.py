@@ -1,0 +1,192 @@
+"""One interface for streams, events and async copies, on CUDA and on CPU.
+
+The engine enqueues device work with `submit`, marks points in the work with `record`,
+and blocks the host only in `wait`. On CUDA that is a stream, CUDA events and
+`non_blocking` copies from pinned memory. On CPU a worker thread plays the stream: work
+runs asynchronously in submission order, markers are timestamps the worker passes, so an
+overlap schedule really overlaps on CPU and async hazards show up in CPU tests.
+"""
+
+from __future__ import annotations
+
+import abc
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from reference_engine.config import ConfigError
+
+
+class Marker(abc.ABC):
+    """A point in the device work stream; its timestamp is known once the device passed it."""
+
+    @abc.abstractmethod
+    def done(self) -> bool: ...
+
+
+class Device(abc.ABC):
+    """Where the model runs: a compute stream, markers on it, and pinned host memory."""
+
+    kind: str
+    torch_device: torch.device
+    dtype: torch.dtype
+
+    def __init__(self) -> None:
+        self.host_waits: Counter[str] = Counter()  # host blocks, by reason
+
+    @abc.abstractmethod
+    def submit(self, work: Callable[[], None]) -> None:
+        """Enqueue `work` (device ops) on the compute stream; returns without waiting."""
+
+    @abc.abstractmethod
+    def record(self) -> Marker:
+        """Enqueue a marker after all work submitted so far."""
+
+    def wait(self, marker: Marker, reason: str) -> None:
+        """Block the host until the device passed `marker`; counted per `reason`."""
+        self.host_waits[reason] += 1
+        self._wait(marker)
+
+    @abc.abstractmethod
+    def _wait(self, marker: Marker) -> None: ...
+
+    @abc.abstractmethod
+    def elapsed_us(self, start: Marker, end: Marker) -> float:
+        """Device time between two passed markers, in microseconds."""
+
+    def synchronize(self) -> None:
+        """Wait for all submitted work (run boundaries only, never inside a loop)."""
+        self.wait(self.record(), "synchronize")
+
+    def pinned(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Host memory the device can copy to and from asynchronously."""
+        return torch.zeros(shape, dtype=dtype, pin_memory=self.kind == "cuda")
+
+    def close(self) -> None:  # noqa: B027 - optional hook; CUDA has nothing to release
+        """Release threads and streams."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.kind}
+
+
+class _CudaMarker(Marker):
+    def __init__(self, stream: torch.cuda.Stream) -> None:
+        self.event = torch.cuda.Event(enable_timing=True)
+        self.event.record(stream)
+
+    def done(self) -> bool:
+        return self.event.query()
+
+
+class CudaDevice(Device):
+    """A CUDA device with one dedicated compute stream."""
+
+    kind = "cuda"
+
+    def __init__(self, index: int = 0, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.torch_device = torch.device("cuda", index)
+        self.dtype = dtype
+        torch.cuda.set_device(self.torch_device)
+        self.stream = torch.cuda.Stream(self.torch_device)
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with torch.cuda.stream(self.stream):
+            work()
+
+    def record(self) -> Marker:
+        return _CudaMarker(self.stream)
+
+    def _wait(self, marker: Marker) -> None:
+        marker.event.synchronize()  # type: ignore[attr-defined]
+
+    def elapsed_us(self, start: Marker, end: Marker) -> float:
+        return start.event.elapsed_time(end.event) * 1000.0  # type: ignore[attr-defined]
+
+    def describe(self) -> dict[str, Any]:
+        props = torch.cuda.get_device_properties(self.torch_device)
+        return {"kind": "cuda", "name": props.name, "memory_gib": props.total_memory / 2**30}
+
+
+class _CpuMarker(Marker):
+    def __init__(self) -> None:
+        self.passed = threading.Event()
+        self.time_ns = 0
+
+    def done(self) -> bool:
+        return self.passed.is_set()
+
+
+class CpuDevice(Device):
+    """The CPU, with a worker thread as its stream: work runs in order, asynchronously."""
+
+    kind = "cpu"
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.torch_device = torch.device("cpu")
+        self.dtype = dtype
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._run, name="stepgap-cpu-stream", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        while (work := self._queue.get()) is not None:
+            if self._error is None or isinstance(work, _Pass):
+                try:
+                    work()
+                except BaseException as error:
+                    self._error = error
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self._raise_pending()
+        self._queue.put(work)
+
+    def record(self) -> Marker:
+        marker = _CpuMarker()
+        self._queue.put(_Pass(marker))
+        return marker
+
+    def _wait(self, marker: Marker) -> None:
+        marker.passed.wait()  # type: ignore[attr-defined]
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def elapsed_us(self, start: Marker, end: Marker) -> float:
+        return (end.time_ns - start.time_ns) / 1000.0  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=10)
+
+
+class _Pass:
+    """Worker item that stamps a marker; it runs even after an error so waits return."""
+
+    def __init__(self, marker: _CpuMarker) -> None:
+        self.marker = marker
+
+    def __call__(self) -> None:
+        self.marker.time_ns = time.perf_counter_ns()
+        self.marker.passed.set()
+
+
+def make_device(name: str = "auto") -> Device:
+    """`auto` picks CUDA when available; bf16 on CUDA, fp32 on CPU."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA GPU is available")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return CudaDevice()
+    return CpuDevice()

@@ -1,0 +1,200 @@
+"""The decode engine: continuous batching under a `sync` or an `overlap` schedule.
+
+Both loops are built from the same three helpers — `_schedule`, `_launch`, `_complete` —
+and differ only in which step is post-processed when: `sync` completes each step before
+scheduling the next; `overlap` launches step N+1 first, then completes step N while the
+device runs N+1.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reference_engine.config import ConfigError, ModelConfig
+from reference_engine.device import Device, Marker, make_device
+from reference_engine.model_runner import ModelRunner, PreparedStep
+from reference_engine.probe import Probe
+from reference_engine.request import Request
+from reference_engine.scheduler import ScheduledStep, Scheduler
+
+Mode = Literal["sync", "overlap"]
+MODES: tuple[Mode, ...] = ("sync", "overlap")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that fixes the engine's shapes and numerics."""
+
+    model: ModelConfig
+    max_num_seqs: int = 8
+    max_model_len: int = 256
+    max_prefill_tokens: int = 4096
+    device: str = "auto"
+    cuda_graphs: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ConfigError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_model_len < 2:
+            raise ConfigError(f"max_model_len must be >= 2, got {self.max_model_len}")
+        if self.max_prefill_tokens < 1:
+            raise ConfigError(f"max_prefill_tokens must be >= 1, got {self.max_prefill_tokens}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+
+
+@dataclass
+class StepRecord:
+    """One launched step; device times (µs from the run's origin marker) are filled in
+    once the run is drained."""
+
+    step: ScheduledStep
+    prepared: PreparedStep
+    start: Marker
+    end: Marker
+    device_start_us: float = float("nan")
+    device_end_us: float = float("nan")
+
+
+@dataclass
+class RunOutput:
+    """What one run of the engine produced."""
+
+    mode: Mode
+    requests: list[Request]
+    steps: list[StepRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+    host_waits: dict[str, int] = field(default_factory=dict)
+    complete: bool = False
+    origin_host_ns: int = 0  # host clock (probe ns) when the device time origin was recorded
+
+
+class RunInterrupted(Exception):
+    """Raised from `Engine.run` on Ctrl-C; `.output` holds what was measured so far."""
+
+    def __init__(self, output: RunOutput) -> None:
+        super().__init__("run interrupted")
+        self.output = output
+
+
+class Engine:
+    """Builds the model once; `run` replays a list of requests under either schedule."""
+
+    def __init__(self, config: EngineConfig, probe: Probe | None = None) -> None:
+        self.config = config
+        self.device: Device = make_device(config.device)
+        self.runner = ModelRunner(
+            config.model,
+            self.device,
+            config.max_num_seqs,
+            config.max_model_len,
+            config.max_prefill_tokens,
+            seed=config.seed,
+            cuda_graphs=config.cuda_graphs,
+        )
+        self.probe = probe or Probe()
+
+    def close(self) -> None:
+        self.device.close()
+
+    def run(
+        self,
+        requests: list[Request],
+        mode: Mode,
+        on_step: Callable[[StepRecord], None] | None = None,
+    ) -> RunOutput:
+        """Serve `requests` (arrival times in seconds from now) under schedule `mode`."""
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; choose sync or overlap")
+        cfg = self.config
+        scheduler = Scheduler(cfg.max_num_seqs, cfg.max_model_len, cfg.max_prefill_tokens)
+        for request in requests:
+            scheduler.add(request)
+        output = RunOutput(mode, requests)
+        self.device.synchronize()
+        waits_before = dict(self.device.host_waits)
+        self.probe.reset()
+        output.origin_host_ns = self.probe.now_ns()
+        self._origin = self.device.record()
+        loop = self._sync_loop if mode == "sync" else self._overlap_loop
+        try:
+            loop(scheduler, output, on_step or (lambda record: None))
+            output.complete = True
+        except KeyboardInterrupt as interrupt:
+            raise RunInterrupted(output) from interrupt
+        finally:
+            output.wall_s = self.probe.now_ns() / 1e9
+            self.device.synchronize()
+            waits = self.device.host_waits
+            output.host_waits = {k: waits[k] - waits_before.get(k, 0) for k in waits}
+            self._resolve_times(output)
+        return output
+
+    # -- the two schedules -------------------------------------------------------------
+    def _sync_loop(self, scheduler: Scheduler, output: RunOutput, on_step) -> None:
+        while scheduler.has_unfinished:
+            with self.probe.iteration():
+                step = self._schedule(scheduler)
+                if step is None:
+                    self._await_arrival(scheduler)
+                    continue
+                record = self._launch(step, output)
+                self._complete(record, scheduler, on_step)
+
+    def _overlap_loop(self, scheduler: Scheduler, output: RunOutput, on_step) -> None:
+        in_flight: StepRecord | None = None
+        while scheduler.has_unfinished or in_flight:
+            with self.probe.iteration():
+                step = self._schedule(scheduler)
+                record = self._launch(step, output) if step else None
+                if in_flight:
+                    self._complete(in_flight, scheduler, on_step)
+                elif record is None:
+                    self._await_arrival(scheduler)
+                in_flight = record
+
+    # -- shared helpers ----------------------------------------------------------------
+    def _schedule(self, scheduler: Scheduler) -> ScheduledStep | None:
+        with self.probe.phase("schedule", scheduler.num_steps):
+            return scheduler.schedule(self.probe.now_ns() / 1e9)
+
+    def _launch(self, step: ScheduledStep, output: RunOutput) -> StepRecord:
+        with self.probe.phase("prepare", step.index):
+            prepared = self.runner.prepare(step)
+        with self.probe.phase("launch", step.index):
+            start = self.device.record()
+            self.device.submit(functools.partial(self.runner.execute, prepared))
+            end = self.device.record()
+        record = StepRecord(step, prepared, start, end)
+        output.steps.append(record)
+        return record
+
+    def _complete(self, record: StepRecord, scheduler: Scheduler, on_step) -> None:
+        index = record.step.index
+        with self.probe.phase("wait", index):
+            self.device.wait(record.end, "step_output")
+        with self.probe.phase("postprocess", index):
+            tokens, margins = self.runner.outputs(record.prepared)
+            now_s = self.probe.now_ns() / 1e9
+            scheduler.on_tokens(record.step, tokens, margins, now_s, self.config.model.eos_token_id)
+        with self.probe.phase("output", index):
+            on_step(record)
+
+    def _await_arrival(self, scheduler: Scheduler) -> None:
+        """Nothing can run until the next request arrives: wait for the workload's clock."""
+        arrival = scheduler.next_arrival_s()
+        if arrival is None:
+            raise RuntimeError("scheduler stalled with unfinished requests and none arriving")
+        with self.probe.phase("idle", scheduler.num_steps):
+            time.sleep(max(0.0, arrival - self.probe.now_ns() / 1e9))
+
+    def _resolve_times(self, output: RunOutput) -> None:
+        for record in output.steps:
+            if record.end.done():
+                record.device_start_us = self.device.elapsed_us(self._origin, record.start)
+                record.device_end_us = self.device.elapsed_us(self._origin, record.end)

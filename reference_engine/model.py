@@ -1,0 +1,91 @@
+"""The decoder: embeddings, attention + (dense | MoE) layers, LM head; random seeded weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reference_engine.attention import Attention
+from reference_engine.config import ModelConfig
+from reference_engine.kv_cache import KVCache
+from reference_engine.layers import DenseMLP, RMSNorm, Rotary
+from reference_engine.moe import MoE
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, rotary: Rotary) -> None:
+        super().__init__()
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = Attention(config, layer, rotary)
+        self.post_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        dense = layer < config.first_moe_layer
+        self.ffn = (
+            DenseMLP(config.hidden_size, config.dense_intermediate_size) if dense else MoE(config)
+        )
+
+    def forward(self, x, positions, cache: KVCache, rows, attend) -> torch.Tensor:
+        x = x + attend(self.attn, self.input_norm(x), positions, cache, rows)
+        return x + self.ffn(self.post_norm(x))
+
+
+class MoEDecoder(nn.Module):
+    """A GLM-4.5 / ERNIE-4.5-shaped decoder with random weights drawn from `seed`."""
+
+    def __init__(self, config: ModelConfig, max_len: int) -> None:
+        super().__init__()
+        self.config = config
+        self.rotary = rotary = Rotary(config.rotary_dim, config.rope_theta, max_len)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i, rotary) for i in range(config.num_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = None
+        if not config.tie_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    @classmethod
+    def build(
+        cls, config: ModelConfig, max_len: int, device: torch.device, dtype: torch.dtype, seed: int
+    ) -> MoEDecoder:
+        """Allocate directly on `device` (no CPU staging for 40 GB models) and fill weights."""
+        with torch.device("meta"):
+            model = cls(config, max_len)
+        model = model.to_empty(device=device)
+        model.rotary.fill_tables()
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.fill_(1.0)
+                elif name.endswith("correction_bias"):
+                    param.normal_(0.0, 0.1, generator=generator)
+                else:
+                    param.normal_(0.0, 0.02, generator=generator)
+        # Rotary tables stay fp32: .to(dtype) converts floating buffers too, so restore them.
+        model = model.to(dtype).eval().requires_grad_(False)
+        model.rotary.float()
+        return model
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head, in fp32 for sampling. hidden: (N, H) -> (N, V)."""
+        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return (self.norm(hidden) @ weight.t()).float()
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per slot. tokens, positions: (S,) with row i = slot i -> logits (S, V)."""
+        slots = torch.arange(tokens.shape[0], device=tokens.device)
+        rows = slots * cache.max_len + positions  # (S,)
+        x = self.embed(tokens)  # (S, H)
+        for layer in self.layers:
+            x = layer(x, positions, cache, rows, Attention.decode)
+        return self.logits(x)
+
+    def prefill(self, tokens: torch.Tensor, slot: int, cache: KVCache) -> torch.Tensor:
+        """A prompt (T,) into `slot` from position 0 -> logits of its last position (1, V)."""
+        positions = torch.arange(tokens.shape[0], device=tokens.device)
+        rows = slot * cache.max_len + positions  # (T,)
+        x = self.embed(tokens)  # (T, H)
+        for layer in self.layers:
+            x = layer(x, positions, cache, rows, Attention.prefill)
+        return self.logits(x[-1:])

@@ -1,0 +1,186 @@
+"""Per-step, per-request and summary metrics, exactly as DESIGN.md defines them.
+
+Stateless functions from an engine run (or any per-step table) to DataFrames and a flat
+summary dict; nothing here touches the engine, the disk or a plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from reference_engine.engine import RunOutput
+from reference_engine.probe import IDLE, PHASES
+
+STEP_COLUMNS = [
+    "step",
+    "kind",
+    "batch_size",
+    "num_tokens",
+    "device_start_us",
+    "device_end_us",
+    "busy_us",
+    "gap_before_us",
+    "after_idle",
+    *[f"host_{p}_us" for p in PHASES],
+    *[f"gap_{p}_us" for p in (*PHASES, "other")],
+]
+DEFAULT_WARMUP_STEPS = 5
+
+
+def step_table(run: RunOutput, spans: list) -> pd.DataFrame:
+    """One row per step: device interval, gap before it, host phase time and gap attribution.
+
+    Host phase time is the host-clock duration of each phase spent on that step. Gap
+    attribution (`gap_<phase>_us`) splits each device gap by which host phase the host was
+    in during it (device times mapped onto the host clock through the run's origin marker);
+    `gap_other_us` is what no phase covers — launch latency and Python between phases.
+    """
+    rows = [
+        {
+            "step": r.step.index,
+            "kind": r.step.kind.value,
+            "batch_size": len(r.step.requests),
+            "num_tokens": r.step.num_tokens,
+            "device_start_us": r.device_start_us,
+            "device_end_us": r.device_end_us,
+        }
+        for r in run.steps
+    ]
+    table = pd.DataFrame(rows, columns=STEP_COLUMNS[:6])
+    table["busy_us"] = table.device_end_us - table.device_start_us
+    table["gap_before_us"] = table.device_start_us - table.device_end_us.shift(1)
+    span_frame = pd.DataFrame(
+        [(s.step, s.phase, s.start_ns / 1e3, s.end_ns / 1e3) for s in spans],
+        columns=["step", "phase", "start_us", "end_us"],
+    )
+    for phase in PHASES:
+        per_step = span_frame[span_frame.phase == phase].assign(d=lambda f: f.end_us - f.start_us)
+        durations = per_step.groupby("step").d.sum()
+        table[f"host_{phase}_us"] = table.step.map(durations).fillna(0.0)
+    idle_steps = set(span_frame.step[span_frame.phase == IDLE])
+    table["after_idle"] = table.step.isin(idle_steps)
+    attribution = _attribute_gaps(table, span_frame, run.origin_host_ns / 1e3)
+    for column, values in attribution.items():
+        table[column] = values
+    return table[STEP_COLUMNS]
+
+
+def _attribute_gaps(table: pd.DataFrame, spans: pd.DataFrame, origin_us: float) -> dict:
+    gap_start = (table.device_end_us.shift(1) + origin_us).to_numpy()
+    gap_end = (table.device_start_us + origin_us).to_numpy()
+    gap = np.clip(gap_end - gap_start, 0, None)
+    out = {}
+    covered = np.zeros(len(table))
+    for phase in PHASES:
+        phase_spans = spans[spans.phase == phase]
+        s, e = phase_spans.start_us.to_numpy(), phase_spans.end_us.to_numpy()
+        overlap = np.zeros(len(table))
+        for i in range(1, len(table)):
+            if gap[i] > 0:
+                lo, hi = np.searchsorted(e, gap_start[i]), np.searchsorted(s, gap_end[i])
+                overlap[i] = np.clip(
+                    np.minimum(e[lo:hi], gap_end[i]) - np.maximum(s[lo:hi], gap_start[i]), 0, None
+                ).sum()
+        out[f"gap_{phase}_us"] = overlap
+        covered += overlap
+    out["gap_other_us"] = np.clip(gap - covered, 0, None)
+    out = {k: np.where(np.isnan(gap_start), np.nan, v) for k, v in out.items()}
+    return out
+
+
+def request_table(run: RunOutput) -> pd.DataFrame:
+    """One row per request: TTFT, ITL, E2E, TPOT (vLLM's), decode speed (FastDeploy's)."""
+    rows = []
+    for r in run.requests:
+        times = r.token_times_s
+        n = len(r.output)
+        decode_s = times[-1] - times[0] if n >= 2 else math.nan
+        rows.append(
+            {
+                "request_id": r.request_id,
+                "arrival_s": r.arrival_s,
+                "prompt_tokens": len(r.prompt),
+                "output_tokens": n,
+                "max_tokens": r.params.max_tokens,
+                "temperature": r.params.temperature,
+                "finish_reason": r.finish_reason.value if r.finish_reason else "unfinished",
+                "discarded_tokens": r.discarded,
+                "ttft_ms": (times[0] - r.arrival_s) * 1e3 if n else math.nan,
+                "e2e_ms": (times[-1] - r.arrival_s) * 1e3 if n else math.nan,
+                "tpot_ms": decode_s / (n - 1) * 1e3 if n >= 2 else math.nan,
+                "itl_mean_ms": decode_s / (n - 1) * 1e3 if n >= 2 else math.nan,
+                "decode_speed_tok_s": (n - 1) / decode_s if n >= 2 and decode_s > 0 else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def itl_samples_ms(token_times: dict[int, list[float]]) -> np.ndarray:
+    """All inter-token latencies (ms) of all requests."""
+    diffs = [np.diff(np.asarray(t)) for t in token_times.values() if len(t) >= 2]
+    return np.concatenate(diffs) * 1e3 if diffs else np.array([])
+
+
+def token_digest(tokens: dict[int, list[int]]) -> str:
+    """A short hash of every request's token ids: equal digests, identical tokens."""
+    payload = json.dumps(sorted(tokens.items()), separators=(",", ":")).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def gap_sample(steps: pd.DataFrame, warmup_steps: int = DEFAULT_WARMUP_STEPS) -> pd.Series:
+    """The gaps the summary statistics use: decode steps after warm-up, excluding gaps in
+    which the engine had nothing to run until a request arrived."""
+    decode = steps[steps.kind == "decode"].iloc[warmup_steps:]
+    return decode.gap_before_us[~decode.after_idle.astype(bool)].dropna()
+
+
+def _quantiles(values, prefix: str, unit: str, qs=(50, 90, 99)) -> dict[str, float]:
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {f"{prefix}_p{q}_{unit}": math.nan for q in qs} | {f"{prefix}_mean_{unit}": math.nan}
+    out = {f"{prefix}_p{q}_{unit}": float(np.percentile(values, q)) for q in qs}
+    return out | {f"{prefix}_mean_{unit}": float(values.mean())}
+
+
+def summarize(
+    steps: pd.DataFrame,
+    requests: pd.DataFrame,
+    token_times: dict[int, list[float]],
+    tokens: dict[int, list[int]],
+    wall_s: float,
+    warmup_steps: int = DEFAULT_WARMUP_STEPS,
+) -> dict[str, float | int | str]:
+    """The flat summary every report, comparison and gate reads."""
+    gaps = gap_sample(steps, warmup_steps)
+    span_us = steps.device_end_us.max() - steps.device_start_us.min() if len(steps) else math.nan
+    total_gaps = steps.gap_before_us.sum(skipna=True)
+    output_tokens = int(requests.output_tokens.sum()) if len(requests) else 0
+    summary: dict[str, float | int | str] = {
+        **_quantiles(gaps, "gap", "us"),
+        "gap_max_us": float(gaps.max()) if len(gaps) else math.nan,
+        "gap_samples": len(gaps),
+        "idle_fraction": float(total_gaps / span_us) if span_us and span_us > 0 else math.nan,
+        "busy_total_us": float(steps.busy_us.sum()),
+        "gap_total_us": float(total_gaps),
+        "device_span_us": float(span_us),
+        **_quantiles(requests.get("tpot_ms", []), "tpot", "ms"),
+        **_quantiles(requests.get("ttft_ms", []), "ttft", "ms"),
+        **_quantiles(itl_samples_ms(token_times), "itl", "ms"),
+        "e2e_p50_ms": float(requests.e2e_ms.median()) if len(requests) else math.nan,
+        "output_throughput_tok_s": output_tokens / wall_s if wall_s > 0 else math.nan,
+        "decode_speed_tok_s": float(requests.decode_speed_tok_s.mean()) if len(requests) else 0,
+        "output_tokens": output_tokens,
+        "num_requests": len(requests),
+        "num_steps": len(steps),
+        "num_decode_steps": int((steps.kind == "decode").sum()),
+        "warmup_steps": warmup_steps,
+        "wall_s": wall_s,
+        "token_digest": token_digest(tokens),
+    }
+    return summary

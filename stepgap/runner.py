@@ -1,0 +1,172 @@
+"""Run a workload on the reference engine under one or more schedules: the library
+function behind `stepgap run`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from reference_engine import MODES, ConfigError, Engine, EngineConfig, RunInterrupted, RunOutput
+from reference_engine.engine import Mode, StepRecord
+from stepgap import environment, metrics
+from stepgap.instrument import NvtxProbe
+from stepgap.profiling import StepWindowProfiler
+from stepgap.runs import RunData
+from stepgap.workloads import Workload
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What `stepgap run` does: a workload, the schedules, and how to measure them."""
+
+    workload: Workload
+    modes: tuple[Mode, ...] = MODES
+    device: str = "auto"
+    cuda_graphs: bool = True
+    instrument: bool = True
+    profile_steps: int = 0  # >0: PyTorch-profile this many decode steps after warm-up
+    warmup_steps: int = metrics.DEFAULT_WARMUP_STEPS
+    engine_seed: int = 0
+    max_prefill_tokens: int = 8192
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ConfigError(
+                f"unknown mode {bad[0] if bad else ''!r}; choose sync, overlap or both"
+            )
+        if self.warmup_steps < 0 or self.profile_steps < 0:
+            raise ConfigError("warmup_steps and profile_steps must be >= 0")
+
+    def engine_config(self) -> EngineConfig:
+        w = self.workload
+        return EngineConfig(
+            model=w.model_config(),
+            max_num_seqs=w.concurrency,
+            max_model_len=w.max_model_len,
+            max_prefill_tokens=max(self.max_prefill_tokens, w.input_len),
+            device=self.device,
+            cuda_graphs=self.cuda_graphs,
+            seed=self.engine_seed,
+        )
+
+
+class PartialRun(Exception):
+    """Ctrl-C during a run: `.runs` holds every run so far, the last one incomplete."""
+
+    def __init__(self, runs: list[RunData]) -> None:
+        super().__init__("interrupted")
+        self.runs = runs
+
+
+def run_workload(config: RunConfig, progress: Callable | None = None) -> list[RunData]:
+    """Build the engine once, run the workload under each schedule, return the runs.
+
+    `progress(mode, finished_requests, total_requests)` is called after every step.
+    """
+    if config.workload.tensor_parallel > 1:
+        warnings.warn(
+            f"workload {config.workload.name} is TP{config.workload.tensor_parallel}; "
+            "this engine runs it at TP 1",
+            stacklevel=2,
+        )
+    probe = NvtxProbe(enabled=config.instrument)
+    engine = Engine(config.engine_config(), probe)
+    runs: list[RunData] = []
+    try:
+        _warm_up(engine, config.workload)
+        for mode in config.modes:
+            runs.append(_run_mode(engine, config, mode, probe, progress))
+    except PartialRun as partial:
+        raise PartialRun(runs + partial.runs) from None
+    finally:
+        engine.close()
+    return runs
+
+
+def _warm_up(engine: Engine, workload: Workload) -> None:
+    """A short unmeasured run so one-time costs (allocator, kernel selection) stay out."""
+    short = workload.with_overrides(
+        num_requests=min(workload.concurrency, workload.num_requests, 4),
+        output_len=min(workload.output_len, 4),
+        arrival="all",
+    )
+    engine.run(short.requests(), "sync")
+
+
+def _run_mode(engine, config: RunConfig, mode: Mode, probe: NvtxProbe, progress) -> RunData:
+    requests = config.workload.requests()
+    profiler = StepWindowProfiler(
+        config.profile_steps, config.warmup_steps, probe, engine.device.kind
+    )
+
+    def on_step(record: StepRecord) -> None:
+        profiler.on_step(record)
+        if progress is not None:
+            progress(mode, sum(r.finished for r in requests), len(requests))
+
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        output = engine.run(requests, mode, on_step)
+    except RunInterrupted as interrupted:
+        profiler.stop()
+        run = to_run_data(interrupted.output, engine, config, probe, started, profiler)
+        raise PartialRun([run]) from None
+    profiler.stop()
+    return to_run_data(output, engine, config, probe, started, profiler)
+
+
+def to_run_data(
+    output: RunOutput,
+    engine: Engine,
+    config: RunConfig,
+    probe: NvtxProbe,
+    started: str,
+    profiler: StepWindowProfiler | None = None,
+) -> RunData:
+    """Turn an engine run into tables + metadata (the saved form)."""
+    steps = metrics.step_table(output, probe.spans)
+    requests = metrics.request_table(output)
+    tokens = {r.request_id: list(r.output) for r in output.requests}
+    margins = {r.request_id: list(r.margins) for r in output.requests}
+    times = {r.request_id: list(r.token_times_s) for r in output.requests}
+    summary = metrics.summarize(steps, requests, times, tokens, output.wall_s, config.warmup_steps)
+    phases = pd.DataFrame(
+        [(s.step, s.phase, s.start_ns / 1e3, s.end_ns / 1e3) for s in probe.spans],
+        columns=["step", "phase", "start_us", "end_us"],
+    )
+    workload = config.workload
+    meta = {
+        "name": f"{workload.name}-{output.mode}",
+        "mode": output.mode,
+        "source": "stepgap-engine",
+        "complete": output.complete,
+        "started": started,
+        "environment": environment.collect(engine.device.describe()),
+        "config": {
+            "engine": asdict(engine.config) | {"model": asdict(engine.config.model)},
+            "instrument": config.instrument,
+            "warmup_steps": config.warmup_steps,
+            "profile_steps": config.profile_steps,
+            "dtype": str(engine.device.dtype).removeprefix("torch."),
+            "tensor_parallel": 1,
+        },
+        "workload": workload.describe(),
+        "summary": summary,
+        "host_waits": output.host_waits,
+        "origin_host_us": output.origin_host_ns / 1e3,
+    }
+    if not output.complete:
+        meta["incomplete_reason"] = "interrupted (Ctrl-C)"
+    if workload.tensor_parallel > 1:
+        meta["notes"] = [f"preset is TP{workload.tensor_parallel}; ran at TP 1"]
+    run = RunData(meta, steps, requests, tokens, margins, times, phases)
+    if profiler is not None and profiler.trace_path is not None:
+        run.meta["profile_window"] = list(profiler.window)
+        run.trace_path = profiler.trace_path
+    return run

@@ -1,0 +1,201 @@
+"""Workloads: which model, how many requests, how long, arriving how.
+
+Presets mirror the rows of FastDeploy's overlap-schedule benchmark (the seed of this
+project); `-scaled` variants keep each row's shape (concurrency, input:output ratio, router
+kind) at a size a CPU runs in seconds, and say so wherever they appear.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from reference_engine import ConfigError, Request, SamplingParams, model_config
+from reference_engine.config import ModelConfig
+
+Arrival = Literal["all", "poisson"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A reproducible request stream plus the engine shape that serves it."""
+
+    name: str
+    model: str
+    concurrency: int
+    num_requests: int
+    input_len: int
+    output_len: int
+    input_len_min: int | None = None  # prompts vary uniformly in [min, input_len]
+    arrival: Arrival = "all"
+    rate_per_s: float = 0.0  # Poisson arrivals, requests per second
+    temperature: float = 0.0
+    sampled_fraction: float = 0.0  # share of requests that sample instead of greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    ignore_eos: bool = True  # benchmarks run to max_tokens, as vLLM/FastDeploy's do
+    tensor_parallel: int = 1
+    seed: int = 0
+    scaled_from: str | None = None
+    description: str = ""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        model_config(self.model, **self.model_overrides)  # validates the model and overrides
+        for name in ("concurrency", "num_requests", "input_len", "output_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"workload {self.name}: {name} must be >= 1")
+        if self.input_len_min is not None and not 1 <= self.input_len_min <= self.input_len:
+            raise ConfigError(f"workload {self.name}: input_len_min must be in [1, input_len]")
+        if self.arrival not in ("all", "poisson"):
+            raise ConfigError(f"workload {self.name}: arrival must be 'all' or 'poisson'")
+        if self.arrival == "poisson" and self.rate_per_s <= 0:
+            raise ConfigError(f"workload {self.name}: poisson arrivals need rate_per_s > 0")
+        if not 0.0 <= self.sampled_fraction <= 1.0:
+            raise ConfigError(f"workload {self.name}: sampled_fraction must be in [0, 1]")
+        if self.sampled_fraction and self.temperature <= 0:
+            raise ConfigError(f"workload {self.name}: sampled requests need temperature > 0")
+        if self.tensor_parallel < 1:
+            raise ConfigError(f"workload {self.name}: tensor_parallel must be >= 1")
+        SamplingParams(max_tokens=self.output_len, top_k=self.top_k, top_p=self.top_p)
+
+    @property
+    def label(self) -> str:
+        """The name as every output shows it: scaled variants say what they scale."""
+        return f"{self.name} (scaled from {self.scaled_from})" if self.scaled_from else self.name
+
+    @property
+    def max_model_len(self) -> int:
+        # +1 for the scratch row idle slots write to, +1 so the check is strict.
+        return self.input_len + self.output_len + 2
+
+    def model_config(self) -> ModelConfig:
+        return model_config(self.model, **self.model_overrides)
+
+    def with_overrides(self, **changes: Any) -> Workload:
+        """A copy with fields replaced (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def requests(self) -> list[Request]:
+        """The request stream: same workload and seed, same requests."""
+        rng = random.Random(self.seed)
+        vocab = self.model_config().vocab_size
+        arrival, requests = 0.0, []
+        for i in range(self.num_requests):
+            if self.arrival == "poisson" and i:
+                arrival += rng.expovariate(self.rate_per_s)
+            length = rng.randint(self.input_len_min or self.input_len, self.input_len)
+            sampled = rng.random() < self.sampled_fraction
+            params = SamplingParams(
+                max_tokens=self.output_len,
+                temperature=self.temperature if sampled else 0.0,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                seed=rng.randrange(2**31),
+                ignore_eos=self.ignore_eos,
+            )
+            prompt = [rng.randrange(3, vocab) for _ in range(length)]
+            requests.append(Request(i, prompt, params, arrival_s=arrival))
+        return requests
+
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"label": self.label}
+
+
+_SMOKE = Workload(
+    name="smoke",
+    model="ernie-4.5-tiny",
+    concurrency=8,
+    num_requests=32,
+    input_len=48,
+    input_len_min=8,
+    output_len=32,
+    arrival="poisson",
+    rate_per_s=400.0,
+    temperature=0.8,
+    sampled_fraction=0.5,
+    top_k=50,
+    top_p=0.95,
+    description="CPU default: tiny ERNIE-shaped model, staggered arrivals, greedy + sampled",
+)
+_GLM = Workload(
+    name="glm-4.5-air-tp8",
+    model="glm-4.5-air",
+    concurrency=4,
+    num_requests=4,
+    input_len=500,
+    output_len=10_000,
+    tensor_parallel=8,
+    description="FastDeploy benchmark row: GLM-4.5-Air, TP8, concurrency 4, 500 in / 10k out",
+)
+_ERNIE = Workload(
+    name="ernie-4.5-21b-a3b-tp4",
+    model="ernie-4.5-21b-a3b",
+    concurrency=64,
+    num_requests=128,
+    input_len=2000,
+    output_len=500,
+    tensor_parallel=4,
+    description="FastDeploy benchmark row: ERNIE-4.5-21B-A3B, TP4, concurrency 64, 2k in / 500 out",
+)
+
+
+def _scaled(base: Workload, model: str, **changes: Any) -> Workload:
+    return dataclasses.replace(
+        base,
+        name=base.name + "-scaled",
+        model=model,
+        scaled_from=base.name,
+        description=f"{base.name} at CPU size: same concurrency and shape, tiny model",
+        **changes,
+    )
+
+
+PRESETS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        _SMOKE,
+        _GLM,
+        _scaled(_GLM, "glm-4.5-air-tiny", input_len=50, output_len=1000),
+        _ERNIE,
+        _scaled(_ERNIE, "ernie-4.5-tiny", num_requests=128, input_len=200, output_len=50),
+    )
+}
+DEFAULT_WORKLOAD = "smoke"
+
+
+def load_workload(name_or_path: str) -> Workload:
+    """A preset by name, or a workload from a TOML file (fields of `Workload`; an optional
+    `base = "<preset>"` key starts from a preset)."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        raise ConfigError(
+            f"unknown workload {name_or_path!r}; presets: {', '.join(PRESETS)} (or a .toml file)"
+        )
+    if not path.is_file():
+        raise ConfigError(f"workload file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"workload file {path} is not valid TOML: {error}") from None
+    data = data.get("workload", data)
+    base = data.pop("base", None)
+    known = {f.name for f in dataclasses.fields(Workload)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"workload file {path}: unknown key(s) {', '.join(unknown)}")
+    data.setdefault("name", path.stem)
+    try:
+        if base is not None:
+            if base not in PRESETS:
+                raise ConfigError(f"workload file {path}: unknown base preset {base!r}")
+            return dataclasses.replace(PRESETS[base], **data)
+        return Workload(**data)
+    except TypeError as error:
+        raise ConfigError(f"workload file {path}: {error}") from None

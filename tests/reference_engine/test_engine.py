@@ -1,0 +1,131 @@
+"""Sync and overlap on the CPU engine: identical tokens, exact stop rules, real overlap."""
+
+import dataclasses
+import itertools
+import statistics
+
+import pytest
+import torch
+
+from reference_engine import MODES, ConfigError, Engine, EngineConfig, model_config
+from stepgap.mixes import (
+    common_token,
+    expected_output,
+    fresh,
+    random_mix,
+    with_stops,
+    without_stops,
+)
+
+FAMILIES = ["glm-4.5-air-tiny", "ernie-4.5-tiny"]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_engine(name, device="cpu", eos=None, slots=4, **kwargs):
+    config = model_config(name) if eos is None else model_config(name, eos_token_id=eos)
+    return Engine(
+        EngineConfig(config, max_num_seqs=slots, max_model_len=64, device=device, **kwargs)
+    )
+
+
+def run_tokens(engine, requests, mode):
+    output = engine.run(fresh(requests), mode)
+    assert output.complete
+    return {r.request_id: r.output for r in output.requests}, output
+
+
+def check_family(name, seeds, device="cpu"):
+    """For each seed: sync and overlap agree, and each request obeys its stop rule exactly."""
+    plain = make_engine(name, device)
+    discarded = 0
+    for seed in seeds:
+        mix = random_mix(seed, plain.config.model.vocab_size)
+        unstopped, _ = run_tokens(plain, without_stops(mix), "sync")
+        eos = common_token(unstopped)
+        stopped = with_stops(mix, unstopped, seed)
+        engine = make_engine(name, device, eos=eos)
+        results = {mode: run_tokens(engine, stopped, mode) for mode in MODES}
+        (sync, _), (overlap, overlap_run) = results["sync"], results["overlap"]
+        assert sync == overlap, f"{name} seed {seed}: schedules disagree"
+        for request in stopped:
+            want = expected_output(request, unstopped[request.request_id], eos)
+            assert sync[request.request_id] == want, f"{name} seed {seed} request {request}"
+        discarded += sum(r.discarded for r in overlap_run.requests)
+        engine.close()
+    plain.close()
+    assert discarded > 0  # overlap really ran past stops and threw the extra tokens away
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sync_and_overlap_agree_over_twenty_seeds(name):
+    check_family(name, range(20))
+
+
+def test_same_seed_same_tokens_other_seed_other_tokens():
+    engine = make_engine("ernie-4.5-tiny")
+    mix = random_mix(3, engine.config.model.vocab_size)
+    first, _ = run_tokens(engine, mix, "overlap")
+    again, _ = run_tokens(engine, mix, "overlap")
+    assert first == again
+    reseeded = fresh(mix)
+    for r in reseeded:
+        r.params = dataclasses.replace(r.params, seed=r.params.seed + 1)
+    other, _ = run_tokens(engine, reseeded, "overlap")
+    sampled = [r.request_id for r in mix if r.params.temperature > 0 and r.params.max_tokens > 3]
+    assert sampled and any(first[i] != other[i] for i in sampled)
+    greedy = [r.request_id for r in mix if r.params.temperature == 0]
+    assert all(first[i] == other[i] for i in greedy)
+
+
+def test_overlap_waits_only_on_step_outputs():
+    engine = make_engine("glm-4.5-air-tiny")
+    mix = random_mix(5, engine.config.model.vocab_size)
+    _, output = run_tokens(engine, mix, "overlap")
+    # One wait per step for its output copy; the only other wait is the run's final drain.
+    assert output.host_waits == {"step_output": len(output.steps), "synchronize": 1}
+
+
+def decode_worker_idle_us(output):
+    steps = output.steps
+    return statistics.median(
+        b.device_start_us - a.device_end_us
+        for a, b in itertools.pairwise(steps)
+        if b.step.kind.value == "decode"
+    )
+
+
+def test_overlap_really_overlaps_on_cpu():
+    engine = make_engine("ernie-4.5-tiny", slots=8)
+    mix = without_stops(random_mix(9, engine.config.model.vocab_size, num_requests=16, spread_s=0))
+    idle = {mode: decode_worker_idle_us(run_tokens(engine, mix, mode)[1]) for mode in MODES}
+    assert idle["overlap"] < idle["sync"], idle
+
+
+def test_bad_engine_config():
+    with pytest.raises(ConfigError, match="max_num_seqs"):
+        EngineConfig(model_config("ernie-4.5-tiny"), max_num_seqs=0)
+    with pytest.raises(ConfigError, match="unknown device"):
+        EngineConfig(model_config("ernie-4.5-tiny"), device="tpu")
+    engine = make_engine("ernie-4.5-tiny")
+    with pytest.raises(ConfigError, match="unknown mode"):
+        engine.run([], "async")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cuda_bf16_graphs_sync_and_overlap_agree(name):
+    check_family(name, range(20), device="cuda")
+
+
+@pytest.mark.cuda
+def test_cuda_overlap_decode_never_syncs_outside_the_output_wait():
+    engine = make_engine("ernie-4.5-tiny", device="cuda", slots=8)
+    assert engine.runner.graph is not None
+    mix = without_stops(random_mix(2, engine.config.model.vocab_size, spread_s=0))
+    run_tokens(engine, mix, "overlap")  # warm: allocator and kernels settled
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _, output = run_tokens(engine, mix, "overlap")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert output.host_waits["step_output"] == len(output.steps)
