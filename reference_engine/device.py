@@ -181,12 +181,17 @@ class _Pass:
         self.marker.passed.set()
 
 
-def make_device(name: str = "auto") -> Device:
-    """`auto` picks CUDA when available; bf16 on CUDA, fp32 on CPU."""
+def check_device(name: str) -> None:
+    """Raise a one-line ConfigError unless `name` is a device this machine has."""
     if name not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {name!r}; choose auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but no CUDA GPU is available")
+
+
+def make_device(name: str = "auto") -> Device:
+    """`auto` picks CUDA when available; bf16 on CUDA, fp32 on CPU."""
+    check_device(name)
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return CudaDevice()
     return CpuDevice()

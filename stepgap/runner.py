@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from reference_engine import MODES, ConfigError, Engine, EngineConfig, RunInterrupted, RunOutput
+from reference_engine.device import check_device
 from reference_engine.engine import Mode, StepRecord
 from stepgap import environment, metrics
 from stepgap.instrument import NvtxProbe
@@ -42,6 +43,7 @@ class RunConfig:
             )
         if self.warmup_steps < 0 or self.profile_steps < 0:
             raise ConfigError("warmup_steps and profile_steps must be >= 0")
+        check_device(self.device)
 
     def engine_config(self) -> EngineConfig:
         w = self.workload

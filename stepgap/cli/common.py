@@ -10,13 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from reference_engine import ConfigError
 from stepgap.runs import RunError
 
-console = Console()
+# Logs and CI capture output without a terminal; rich would squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
@@ -71,9 +73,10 @@ def fmt(value: Any) -> str:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    out = Table(title=title, title_justify="left")
+    out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for i, column in enumerate(columns):
-        out.add_column(column, justify="left" if i == 0 else "right")
+        # The first column names the row: never wrap it, squeeze the numbers instead.
+        out.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         out.add_row(*(fmt(v) for v in row))
     return out

@@ -104,10 +104,10 @@ def run(
         for warning in caught:
             err_console.print(f"[yellow]warning:[/] {warning.message}")
     except PartialRun as partial:
-        _save(partial.runs, target, force)
+        _save(partial.runs, target, force, grouped=len(modes) > 1)
         err_console.print(f"interrupted: incomplete run saved to {target}")
         raise typer.Exit(130) from None
-    _save(runs, target, force)
+    _save(runs, target, force, grouped=len(modes) > 1)
     _report(runs, target, json_output)
 
 
@@ -131,11 +131,12 @@ def _run_with_progress(config: RunConfig, quiet: bool) -> list[RunData]:
         return run_workload(config, progress)
 
 
-def _save(runs: list[RunData], target: Path, force: bool) -> None:
-    if len(runs) == 1:
-        save_run(runs[0], target, force)
-    elif runs:
+def _save(runs: list[RunData], target: Path, force: bool, grouped: bool) -> None:
+    """One mode: a run directory; several: a group directory, even if interrupted early."""
+    if grouped:
         save_group(runs, target, force)
+    elif runs:
+        save_run(runs[0], target, force)
 
 
 def _report(runs: list[RunData], target: Path, json_output: bool) -> None:

@@ -20,30 +20,12 @@ def workloads(
     rows = []
     for w in PRESETS.values():
         lengths = f"{w.input_len_min}-{w.input_len}" if w.input_len_min else str(w.input_len)
-        arrival = "all at once" if w.arrival == "all" else f"poisson {w.rate_per_s:g}/s"
-        tp = f"TP{w.tensor_parallel}" + (" (runs at TP1)" if w.tensor_parallel > 1 else "")
-        rows.append(
-            [
-                w.label,
-                w.model,
-                tp,
-                w.concurrency,
-                lengths,
-                w.output_len,
-                w.num_requests,
-                arrival,
-                w.description,
-            ]
-        )
-    columns = [
-        "workload",
-        "model",
-        "parallel",
-        "concurrency",
-        "input",
-        "output",
-        "requests",
-        "arrivals",
-        "what",
-    ]
+        arrival = "at once" if w.arrival == "all" else f"poisson {w.rate_per_s:g}/s"
+        name = w.name + (" *" if w.scaled_from else "")
+        row = [name, w.model, w.tensor_parallel, w.concurrency, lengths, w.output_len]
+        rows.append([*row, w.num_requests, arrival])
+    columns = ["workload", "model", "TP", "conc.", "input", "output", "reqs", "arrivals"]
     console.print(table("workloads", columns, rows))
+    console.print("* scaled: same shape on a tiny model. TP > 1 presets run at TP 1 for now.")
+    for w in PRESETS.values():
+        console.print(f"- {w.label}: {w.description}", highlight=False, soft_wrap=True)

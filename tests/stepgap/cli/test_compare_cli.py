@@ -1,0 +1,73 @@
+"""`stepgap compare`: ratios, identity, and divergences classified."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+import stepgap
+from stepgap.cli import app
+from stepgap.identity import compare_tokens
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_identical_runs_compare_identical(both_run):
+    result = invoke("compare", both_run / "sync", both_run / "overlap", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["tokens_identical"] is True and data["identity"]["first"] is None
+    assert data["metrics"]["gap_p50_us"]["ratio"] < 1
+
+
+def test_other_seed_diverges_and_is_located(both_run, tmp_path):
+    other = tmp_path / "seed9"
+    args = ["run", "--device", "cpu", "--num-requests", "16", "--mode", "sync", "--seed", "9"]
+    assert invoke(*args, "--out", other).exit_code == 0
+    result = invoke("compare", both_run / "sync", other)
+    assert result.exit_code == 0
+    assert "requests differ; first at request 0 position" in " ".join(result.stdout.split())
+    data = json.loads(invoke("compare", both_run / "sync", other, "--json").stdout)
+    first = data["identity"]["first"]
+    assert first["request_id"] == 0 and first["verdict"] == "logic error"
+
+
+def test_planted_token_change_is_a_logic_error_and_near_tie_is_recognised(both_run):
+    run = stepgap.load_run(both_run / "sync")
+    changed = {rid: list(t) for rid, t in run.tokens.items()}
+    changed[3][5] = (changed[3][5] + 1) % 512
+    identity = compare_tokens(run.tokens, changed, run.margins, run.margins)
+    assert (identity.first.request_id, identity.first.position) == (3, 5)
+    assert identity.requests_differing == 1
+    expected = "numerical near-tie" if run.margins[3][5] < 0.05 else "logic error"
+    assert identity.first.verdict == expected
+    tied = {rid: list(m) for rid, m in run.margins.items()}
+    tied[3][5] = 0.001
+    assert compare_tokens(run.tokens, changed, tied, tied).first.verdict == "numerical near-tie"
+    shorter = {rid: list(t) for rid, t in run.tokens.items()}
+    shorter[2] = shorter[2][:-1]
+    assert compare_tokens(run.tokens, shorter).first.verdict == "logic error"
+
+
+@pytest.mark.parametrize("breakage", ["missing", "not_a_run", "bad_json", "incomplete"])
+def test_bad_run_directories(both_run, tmp_path, breakage):
+    target = tmp_path / "run"
+    if breakage != "missing":
+        shutil.copytree(both_run / "sync", target)
+    if breakage == "not_a_run":
+        (target / "run.json").unlink()
+    elif breakage == "bad_json":
+        (target / "run.json").write_text("{")
+    elif breakage == "incomplete":
+        meta = json.loads((target / "run.json").read_text())
+        meta |= {"complete": False, "incomplete_reason": "interrupted (Ctrl-C)"}
+        (target / "run.json").write_text(json.dumps(meta))
+    result = invoke("compare", both_run / "sync", target)
+    if breakage == "incomplete":  # still comparable, but said plainly
+        assert result.exit_code == 0 and "incomplete" in result.stdout
+        return
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
