@@ -3,6 +3,8 @@
 import gzip
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 import stepgap
@@ -71,9 +73,10 @@ def profiler_ranges(trace_path):
     ]
 
 
-def test_profile_run_saves_a_trace_with_the_nested_ranges(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_profile_run_saves_a_trace_with_the_nested_ranges(tmp_path, device):
     out = tmp_path / "profiled"
-    args = ["run", "--device", "cpu", "--mode", "overlap", "--num-requests", "12"]
+    args = ["run", "--device", device, "--mode", "overlap", "--num-requests", "12"]
     result = CliRunner().invoke(app, [*args, "--profile", "--profile-steps", "10", "--out", out])
     assert result.exit_code == 0, result.output
     run = stepgap.load_run(out)
@@ -82,6 +85,10 @@ def test_profile_run_saves_a_trace_with_the_nested_ranges(tmp_path):
     steps = [e for e in ranges if e["name"] == STEP_RANGE]
     phases = [e for e in ranges if e["name"] != STEP_RANGE]
     assert len(steps) >= 10 and {e["name"] for e in phases} >= {"stepgap/launch", "stepgap/wait"}
+    if device == "cuda":
+        with gzip.open(run.trace_path) as f:
+            kinds = {e.get("cat") for e in json.load(f)["traceEvents"]}
+        assert "kernel" in kinds and "user_annotation" in kinds
     for phase in phases:  # every phase range lies inside a step range of the same thread
         assert any(
             s["tid"] == phase["tid"]
