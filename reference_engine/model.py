@@ -50,7 +50,8 @@ class MoEDecoder(nn.Module):
     ) -> MoEDecoder:
         """Allocate directly on `device` (no CPU staging for 40 GB models) and fill weights."""
         with torch.device("meta"):
-            model = cls(config, max_len)
+            model = cls(config, max_len).to(dtype)  # cast while empty: no fp32 copy of 40 GB
+        model.rotary.float()  # rotary tables stay fp32
         model = model.to_empty(device=device)
         model.rotary.fill_tables()
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -62,10 +63,7 @@ class MoEDecoder(nn.Module):
                     param.normal_(0.0, 0.1, generator=generator)
                 else:
                     param.normal_(0.0, 0.02, generator=generator)
-        # Rotary tables stay fp32: .to(dtype) converts floating buffers too, so restore them.
-        model = model.to(dtype).eval().requires_grad_(False)
-        model.rotary.float()
-        return model
+        return model.eval().requires_grad_(False)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head, in fp32 for sampling. hidden: (N, H) -> (N, V)."""

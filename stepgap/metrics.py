@@ -62,12 +62,30 @@ def step_table(run: RunOutput, spans: list) -> pd.DataFrame:
         per_step = span_frame[span_frame.phase == phase].assign(d=lambda f: f.end_us - f.start_us)
         durations = per_step.groupby("step").d.sum()
         table[f"host_{phase}_us"] = table.step.map(durations).fillna(0.0)
-    idle_steps = set(span_frame.step[span_frame.phase == IDLE])
-    table["after_idle"] = table.step.isin(idle_steps)
+    table["after_idle"] = _after_idle(table, span_frame)
     attribution = _attribute_gaps(table, span_frame, run.origin_host_ns / 1e3)
     for column, values in attribution.items():
         table[column] = values
     return table[STEP_COLUMNS]
+
+
+def _after_idle(table: pd.DataFrame, spans: pd.DataFrame) -> np.ndarray:
+    """Whether the host was idle (waiting for an arrival, or for the profiler to start or
+    stop) between launching the previous step and launching this one: such a gap is not
+    the engine's doing."""
+    launch = spans[spans.phase == "launch"].set_index("step")
+    idle = spans[spans.phase == IDLE].sort_values("start_us")
+    after = np.zeros(len(table), dtype=bool)
+    if idle.empty or launch.empty:
+        return after
+    launch_start = table.step.map(launch.start_us).to_numpy()
+    previous_end = table.step.map(launch.end_us).shift(1).to_numpy()
+    idle_start, idle_end = idle.start_us.to_numpy(), idle.end_us.to_numpy()
+    for i in range(1, len(table)):
+        # any idle span starting before this launch and ending after the previous one
+        n_started = np.searchsorted(idle_start, launch_start[i])
+        after[i] = bool((idle_end[:n_started] > previous_end[i]).any())
+    return after
 
 
 def _attribute_gaps(table: pd.DataFrame, spans: pd.DataFrame, origin_us: float) -> dict:

@@ -10,12 +10,15 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from reference_engine.engine import StepRecord
+from reference_engine.probe import IDLE
 from stepgap.instrument import NvtxProbe
 
 
 class StepWindowProfiler:
     """Starts the profiler once `skip` decode steps have completed and stops it `steps`
-    decode steps later; the Chrome trace lands in a temporary `.json.gz` file."""
+    decode steps later. Starting and stopping pause the host for a while: that time is
+    recorded as an `idle` span, so the gaps it causes stay out of the gap statistics just
+    like waits for arrivals. The Chrome trace is written by `export`, after the run."""
 
     def __init__(self, steps: int, skip: int, probe: NvtxProbe, device_kind: str) -> None:
         self.steps, self.skip, self.probe = steps, skip, probe
@@ -24,15 +27,18 @@ class StepWindowProfiler:
         self.window: tuple[int, int] = (-1, -1)
         self.trace_path: Path | None = None
         self._profiler: profile | None = None
+        self._recording = False
 
     def on_step(self, record: StepRecord) -> None:
         if self.steps <= 0 or record.step.kind.value != "decode":
             return
         self.decode_seen += 1
         if self.decode_seen == self.skip + 1 and self._profiler is None:
-            self._start(record.step.index + 1)
-        elif self.decode_seen == self.skip + 1 + self.steps:
-            self.stop(record.step.index)
+            with self.probe.phase(IDLE, record.step.index):
+                self._start(record.step.index + 1)
+        elif self.decode_seen == self.skip + 1 + self.steps and self._recording:
+            with self.probe.phase(IDLE, record.step.index):
+                self.stop(record.step.index)
 
     def _start(self, first_step: int) -> None:
         activities = [ProfilerActivity.CPU]
@@ -40,18 +46,26 @@ class StepWindowProfiler:
             activities.append(ProfilerActivity.CUDA)
         self._profiler = profile(activities=activities)
         self._profiler.start()
+        self._recording = True
         self.probe.profiling = True
         self.window = (first_step, -1)
 
     def stop(self, last_step: int | None = None) -> None:
-        """Stop and export (idempotent; also used when a run ends inside the window)."""
-        if self._profiler is None:
+        """Stop recording (idempotent; also ends a window the run did not fill)."""
+        if not self._recording:
             return
         self.probe.profiling = False
         if self.device_kind == "cuda":
             torch.cuda.synchronize()
-        self._profiler.stop()
+        self._profiler.stop()  # type: ignore[union-attr]
+        self._recording = False
         self.window = (self.window[0], last_step if last_step is not None else -1)
+
+    def export(self) -> None:
+        """Write the recorded window as a gzipped Chrome trace (after the run: slow)."""
+        self.stop()
+        if self._profiler is None:
+            return
         fd, name = tempfile.mkstemp(prefix="stepgap-trace-", suffix=".json.gz")
         os.close(fd)
         self._profiler.export_chrome_trace(name)

@@ -116,10 +116,10 @@ def _run_mode(engine, config: RunConfig, mode: Mode, probe: NvtxProbe, progress)
     try:
         output = engine.run(requests, mode, on_step)
     except RunInterrupted as interrupted:
-        profiler.stop()
+        profiler.export()
         run = to_run_data(interrupted.output, engine, config, probe, started, profiler)
         raise PartialRun([run]) from None
-    profiler.stop()
+    profiler.export()
     return to_run_data(output, engine, config, probe, started, profiler)
 
 

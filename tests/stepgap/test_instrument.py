@@ -68,8 +68,13 @@ def test_disabled_probe_emits_and_records_nothing():
 def profiler_ranges(trace_path):
     with gzip.open(trace_path) as f:
         events = json.load(f)["traceEvents"]
+    # Host-side ranges only; CUDA traces also project them onto the GPU timeline.
     return [
-        e for e in events if e.get("ph") == "X" and str(e.get("name", "")).startswith("stepgap/")
+        e
+        for e in events
+        if e.get("ph") == "X"
+        and e.get("cat") == "user_annotation"
+        and str(e.get("name", "")).startswith("stepgap/")
     ]
 
 
@@ -81,6 +86,9 @@ def test_profile_run_saves_a_trace_with_the_nested_ranges(tmp_path, device):
     assert result.exit_code == 0, result.output
     run = stepgap.load_run(out)
     assert run.trace_path is not None and run.meta["profile_window"][0] >= 0
+    # Starting the profiler pauses the host: that gap is flagged and left out of the stats.
+    assert run.steps.after_idle.any()
+    assert run.summary["gap_samples"] < (run.steps.kind == "decode").sum() - 5
     ranges = profiler_ranges(run.trace_path)
     steps = [e for e in ranges if e["name"] == STEP_RANGE]
     phases = [e for e in ranges if e["name"] != STEP_RANGE]
