@@ -4,7 +4,6 @@ import gzip
 import json
 
 import pytest
-
 from typer.testing import CliRunner
 
 import stepgap
