@@ -37,7 +37,7 @@ def step_table(run: RunOutput, spans: list) -> pd.DataFrame:
 
     Host phase time is the host-clock duration of each phase spent on that step. Gap
     attribution (`gap_<phase>_us`) splits each device gap by which host phase the host was
-    in during it (device times mapped onto the host clock through the run's origin marker);
+    in during it (device times mapped onto the host clock by `host_clock_offset_us`);
     `gap_other_us` is what no phase covers — launch latency and Python between phases.
     """
     rows = [
@@ -63,7 +63,8 @@ def step_table(run: RunOutput, spans: list) -> pd.DataFrame:
         durations = per_step.groupby("step").d.sum()
         table[f"host_{phase}_us"] = table.step.map(durations).fillna(0.0)
     table["after_idle"] = _after_idle(table, span_frame)
-    attribution = _attribute_gaps(table, span_frame, run.origin_host_ns / 1e3)
+    offset_us = host_clock_offset_us(table, span_frame, run.origin_host_ns / 1e3)
+    attribution = _attribute_gaps(table, span_frame, offset_us)
     for column, values in attribution.items():
         table[column] = values
     return table[STEP_COLUMNS]
@@ -88,9 +89,45 @@ def _after_idle(table: pd.DataFrame, spans: pd.DataFrame) -> np.ndarray:
     return after
 
 
-def _attribute_gaps(table: pd.DataFrame, spans: pd.DataFrame, origin_us: float) -> dict:
-    gap_start = (table.device_end_us.shift(1) + origin_us).to_numpy()
-    gap_end = (table.device_start_us + origin_us).to_numpy()
+CLOCK_WINDOW_STEPS = 33
+TIGHT_BOUND_US = 10.0
+
+
+def host_clock_offset_us(table: pd.DataFrame, spans: pd.DataFrame, origin_us: float) -> np.ndarray:
+    """Per step, host time minus device time (µs), to put device intervals on the host clock.
+
+    The GPU timer and the host clock drift apart (tens of µs per second were seen on an
+    H100), so one offset taken at the run's start is off by hundreds of µs later on. Steps
+    bracket the offset instead. The device cannot start a step before the host submitted
+    it: offset >= launch start - device start, tight when the device sat idle waiting for
+    that launch (a gap before the step). The host cannot see a step's output before the
+    device finished it: offset <= wait end - device end, tight when the host blocked in that
+    wait. Tight bounds of neighbouring steps (a rolling max of lower, min of upper bounds)
+    are each within a launch or wake-up latency of the truth; the estimate is their
+    midpoint, or whichever exists, interpolated across steps with neither, and the origin
+    marker's offset where a run recorded no host phases.
+    """
+    fallback = pd.Series(origin_us, index=table.index, dtype=float)
+    phases = spans.groupby(["phase", "step"]).agg(
+        start_us=("start_us", "min"), end_us=("end_us", "max")
+    )
+    names = set(phases.index.get_level_values(0))
+    if not {"launch", "wait"} <= names:
+        return fallback.to_numpy()
+    launch, wait = phases.loc["launch"], phases.loc["wait"]
+    lower = table.step.map(launch.start_us) - table.device_start_us
+    lower = lower.where(table.gap_before_us > TIGHT_BOUND_US)
+    upper = table.step.map(wait.end_us) - table.device_end_us
+    upper = upper.where(table.step.map(wait.end_us - wait.start_us) > TIGHT_BOUND_US)
+    window = dict(window=CLOCK_WINDOW_STEPS, center=True, min_periods=1)
+    bounds = pd.concat([lower.rolling(**window).max(), upper.rolling(**window).min()], axis=1)
+    estimate = bounds.mean(axis=1).interpolate(limit_direction="both")
+    return estimate.fillna(fallback).to_numpy()
+
+
+def _attribute_gaps(table: pd.DataFrame, spans: pd.DataFrame, offset_us: np.ndarray) -> dict:
+    gap_start = table.device_end_us.shift(1).to_numpy() + offset_us
+    gap_end = table.device_start_us.to_numpy() + offset_us
     gap = np.clip(gap_end - gap_start, 0, None)
     out = {}
     covered = np.zeros(len(table))
