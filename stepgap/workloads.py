@@ -43,6 +43,7 @@ class Workload:
     scaled_from: str | None = None
     description: str = ""
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    max_model_len_override: int | None = None  # default: longest prompt + output + 2
 
     def __post_init__(self) -> None:
         model_config(self.model, **self.model_overrides)  # validates the model and overrides
@@ -61,6 +62,12 @@ class Workload:
             raise ConfigError(f"workload {self.name}: sampled requests need temperature > 0")
         if self.tensor_parallel < 1:
             raise ConfigError(f"workload {self.name}: tensor_parallel must be >= 1")
+        needed = self.input_len + self.output_len + 2
+        if self.max_model_len_override is not None and self.max_model_len_override < needed:
+            raise ConfigError(
+                f"workload {self.name}: prompts of {self.input_len} tokens + {self.output_len} "
+                f"output tokens need max_model_len >= {needed}, got {self.max_model_len_override}"
+            )
         SamplingParams(max_tokens=self.output_len, top_k=self.top_k, top_p=self.top_p)
 
     @property
@@ -70,8 +77,9 @@ class Workload:
 
     @property
     def max_model_len(self) -> int:
-        # +1 for the scratch row idle slots write to, +1 so the check is strict.
-        return self.input_len + self.output_len + 2
+        """Cache length per slot: the longest prompt plus output, +1 for the scratch row
+        idle slots write to, +1 because the last sampled token is never fed back."""
+        return self.max_model_len_override or self.input_len + self.output_len + 2
 
     def model_config(self) -> ModelConfig:
         return model_config(self.model, **self.model_overrides)

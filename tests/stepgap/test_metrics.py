@@ -68,3 +68,31 @@ def test_overlap_idles_less_and_emits_identical_tokens(runs):
     assert overlap.tokens == sync.tokens
     assert overlap.summary["token_digest"] == token_digest(sync.tokens)
     assert not math.isnan(overlap.summary["tpot_p99_ms"])
+
+
+def test_clock_alignment_follows_drift_between_device_and_host_clocks():
+    """Synthetic sync-like steps whose device clock drifts 30 µs/s from the host clock."""
+    import pandas as pd
+
+    from stepgap.metrics import host_clock_offset_us
+
+    n, step_us, gap_us, latency_us = 400, 1000.0, 300.0, 5.0
+    device_start = np.arange(n) * (step_us + gap_us)
+    true_offset = 50.0 + device_start * 30e-6  # host - device, growing with time
+    table = pd.DataFrame(
+        {
+            "step": np.arange(n),
+            "device_start_us": device_start,
+            "device_end_us": device_start + step_us,
+            "gap_before_us": np.r_[np.nan, np.full(n - 1, gap_us)],
+        }
+    )
+    host_launch = device_start + true_offset - latency_us  # device starts 5 µs after launch
+    host_wake = device_start + step_us + true_offset + latency_us  # host wakes 5 µs after end
+    spans = pd.DataFrame(
+        [(i, "launch", host_launch[i] - 3, host_launch[i] + 2) for i in range(n)]
+        + [(i, "wait", host_launch[i] + 2, host_wake[i]) for i in range(n)],
+        columns=["step", "phase", "start_us", "end_us"],
+    )
+    estimate = host_clock_offset_us(table, spans, origin_us=50.0)
+    assert np.abs(estimate - true_offset).max() < 2 * latency_us

@@ -115,3 +115,24 @@ def test_workloads_lists_presets_with_scaled_labels():
     )
     table = invoke("workloads")
     assert table.exit_code == 0 and "glm-4.5-air-tp8" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('base = "smoke"\nmodel = "llama-7b"\n', "unknown model preset 'llama-7b'"),
+        ('base = "smoke"\ninput_len = 300\nmax_model_len_override = 128\n', "max_model_len"),
+        ('base = "smoke"\ntemperature = -1.0\n', "temperature"),
+        ('base = "smoke"\ntop_p = 2.0\n', "top_p must be in (0, 1]"),
+        ('base = "smoke"\ntop_k = -3\n', "top_k must be >= 0"),
+        ('base = "smoke"\narrival = "poisson"\nrate_per_s = 0\n', "rate_per_s > 0"),
+        ('base = "smoke"\nnum_requests = "many"\n', None),
+    ],
+)
+def test_bad_workload_files(tmp_path, toml, message):
+    path = tmp_path / "w.toml"
+    path.write_text(toml)
+    result = invoke("run", "--device", "cpu", "--workload", path, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert message is None or message in result.output
+    assert len(result.output.strip().splitlines()) == 1
