@@ -46,6 +46,7 @@ class Workload:
     max_model_len_override: int | None = None  # default: longest prompt + output + 2
 
     def __post_init__(self) -> None:
+        self._check_types()
         model_config(self.model, **self.model_overrides)  # validates the model and overrides
         for name in ("concurrency", "num_requests", "input_len", "output_len"):
             if getattr(self, name) < 1:
@@ -69,6 +70,26 @@ class Workload:
                 f"output tokens need max_model_len >= {needed}, got {self.max_model_len_override}"
             )
         SamplingParams(max_tokens=self.output_len, top_k=self.top_k, top_p=self.top_p)
+
+    def _check_types(self) -> None:
+        """TOML files can hold anything: name the field whose value has the wrong type."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            wants_int = kind.startswith("int")
+            wants_number = kind.startswith("float")
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if (wants_int and not isinstance(value, int)) or (wants_number and not is_number):
+                if value is None and "None" in kind:
+                    continue
+                expected = "an integer" if wants_int else "a number"
+                raise ConfigError(
+                    f"workload {self.name}: {f.name} must be {expected}, got {value!r}"
+                )
+            if kind == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"workload {self.name}: {f.name} must be true or false")
+            if kind == "str" and not isinstance(value, str):
+                raise ConfigError(f"workload {self.name}: {f.name} must be a string")
 
     @property
     def label(self) -> str:

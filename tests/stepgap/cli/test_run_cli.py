@@ -126,7 +126,7 @@ def test_workloads_lists_presets_with_scaled_labels():
         ('base = "smoke"\ntop_p = 2.0\n', "top_p must be in (0, 1]"),
         ('base = "smoke"\ntop_k = -3\n', "top_k must be >= 0"),
         ('base = "smoke"\narrival = "poisson"\nrate_per_s = 0\n', "rate_per_s > 0"),
-        ('base = "smoke"\nnum_requests = "many"\n', None),
+        ('base = "smoke"\nnum_requests = "many"\n', "num_requests must be an integer"),
     ],
 )
 def test_bad_workload_files(tmp_path, toml, message):
