@@ -16,6 +16,8 @@ from typing import Literal
 
 from reference_engine.config import ConfigError, ModelConfig
 from reference_engine.device import Device, Marker, make_device
+from reference_engine.faults import Fault, parse_faults
+from reference_engine.jitter import Jitter, ScheduleJitter
 from reference_engine.model_runner import ModelRunner, PreparedStep
 from reference_engine.probe import Probe
 from reference_engine.request import Request
@@ -27,7 +29,12 @@ MODES: tuple[Mode, ...] = ("sync", "overlap")
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Everything that fixes the engine's shapes and numerics."""
+    """Everything that fixes the engine's shapes and numerics.
+
+    `faults` and `jitter` are testing options, off by default and never for measurements:
+    bugs planted in the overlap loop (reference_engine.faults) and seeded schedule jitter
+    (reference_engine.jitter), with which `stepgap verify` tests itself and the engine.
+    """
 
     model: ModelConfig
     max_num_seqs: int = 8
@@ -36,8 +43,13 @@ class EngineConfig:
     device: str = "auto"
     cuda_graphs: bool = True
     seed: int = 0
+    faults: tuple[Fault, ...] = ()
+    jitter: Jitter | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "faults", parse_faults(self.faults))
+        if self.jitter is not None and not isinstance(self.jitter, Jitter):
+            raise ConfigError(f"jitter must be a Jitter or None, got {self.jitter!r}")
         if self.max_num_seqs < 1:
             raise ConfigError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_model_len < 2:
@@ -72,6 +84,7 @@ class RunOutput:
     host_waits: dict[str, int] = field(default_factory=dict)
     complete: bool = False
     origin_host_ns: int = 0  # host clock (probe ns) when the device time origin was recorded
+    emitted: list[tuple[int, int]] = field(default_factory=list)  # (step, request id) per token
 
 
 class RunInterrupted(Exception):
@@ -98,6 +111,10 @@ class Engine:
             cuda_graphs=config.cuda_graphs,
         )
         self.probe = probe or Probe()
+        self.jitter = ScheduleJitter(config.jitter, self.device) if config.jitter else None
+        if self.jitter is not None:
+            self.probe.on_phase = self.jitter.at_phase
+        self._waits_for_outputs = True
 
     def close(self) -> None:
         self.device.close()
@@ -112,10 +129,15 @@ class Engine:
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose sync or overlap")
         cfg = self.config
-        scheduler = Scheduler(cfg.max_num_seqs, cfg.max_model_len, cfg.max_prefill_tokens)
+        faults = cfg.faults if mode == "overlap" else ()  # sync stays the clean reference
+        scheduler = Scheduler(cfg.max_num_seqs, cfg.max_model_len, cfg.max_prefill_tokens, faults)
         for request in requests:
             scheduler.add(request)
-        output = RunOutput(mode, requests)
+        self.runner.plant_faults(faults)
+        self._waits_for_outputs = Fault.MISSING_EVENT_WAIT not in faults
+        if self.jitter is not None:
+            self.jitter.reset()
+        output = RunOutput(mode, requests, emitted=scheduler.emitted)
         self.device.synchronize()
         waits_before = dict(self.device.host_waits)
         self.probe.reset()
@@ -177,7 +199,8 @@ class Engine:
     def _complete(self, record: StepRecord, scheduler: Scheduler, on_step) -> None:
         index = record.step.index
         with self.probe.phase("wait", index):
-            self.device.wait(record.end, "step_output")
+            if self._waits_for_outputs:  # False only with planted fault MISSING_EVENT_WAIT
+                self.device.wait(record.end, "step_output")
         with self.probe.phase("postprocess", index):
             tokens, margins = self.runner.outputs(record.prepared)
             now_s = self.probe.now_ns() / 1e9

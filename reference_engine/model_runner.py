@@ -9,6 +9,7 @@ import torch
 from reference_engine.config import ModelConfig
 from reference_engine.cuda_graph import DecodeGraph
 from reference_engine.device import Device
+from reference_engine.faults import Fault
 from reference_engine.kv_cache import KVCache
 from reference_engine.model import MoEDecoder
 from reference_engine.sampler import SamplingTensors, sample
@@ -17,13 +18,15 @@ from reference_engine.scheduler import ScheduledStep, StepKind
 # Columns of the per-slot input tables.
 POSITION, SEED, TOP_K = range(3)
 TEMPERATURE, TOP_P = range(2)
+PLACEHOLDER_TOKEN = 0  # what planted fault PLACEHOLDER_TOKEN leaves for the first decode
 
 
 @dataclass
 class StepBuffers:
     """One step's inputs and outputs, per slot. The device copy has fixed addresses (the
-    decode graph reads them); host copies are pinned and double-buffered by step parity,
-    so preparing step N+1 never overwrites what step N's copies still read or write."""
+    decode graph reads them); host copies are pinned and double-buffered by step parity:
+    preparing step N+1 never overwrites the inputs step N's copy still reads, and step N+1's
+    results never land on step N's before the host post-processed them."""
 
     slot_ints: torch.Tensor  # (S, 3) int64: position, seed, top_k
     slot_floats: torch.Tensor  # (S, 2) fp32: temperature, top_p
@@ -47,7 +50,8 @@ class PreparedStep:
     """What the device work of one step needs besides the buffers."""
 
     kind: StepKind
-    parity: int
+    parity: int  # which host buffers hold its inputs
+    results: int  # which host buffers receive its outputs (the same parity, unless faulty)
     segments: tuple[tuple[int, int, int], ...] = ()  # prefill: (slot, offset, length)
     prompt_tokens: int = 0
 
@@ -79,10 +83,17 @@ class ModelRunner:
         self.next_tokens = torch.zeros(num_slots, dtype=torch.int64, device=dev)
         self.host = [StepBuffers.allocate(num_slots, prompt_capacity, device.pinned) for _ in "ab"]
         self._idle_inputs(self.dev)
+        self.plant_faults(())
         self.graph = None
         if cuda_graphs and device.kind == "cuda":
             device.submit(self._capture)
             device.synchronize()
+
+    def plant_faults(self, faults: tuple[Fault, ...]) -> None:
+        """Set the planted faults of the next run (testing only; see reference_engine.faults)."""
+        self._input_buffers = 1 if Fault.STALE_PINNED_BUFFER in faults else 2
+        self._result_buffers = 1 if Fault.UNDERSIZED_RING in faults else 2
+        self._feeds_placeholder = Fault.PLACEHOLDER_TOKEN in faults
 
     def _capture(self) -> None:
         with torch.inference_mode():
@@ -98,7 +109,8 @@ class ModelRunner:
     # -- host side ---------------------------------------------------------------------
     def prepare(self, step: ScheduledStep) -> PreparedStep:
         """Fill the pinned host inputs of `step`'s parity. Touches no device memory."""
-        parity = step.index % 2
+        parity = step.index % self._input_buffers
+        results = step.index % self._result_buffers
         host = self.host[parity]
         ints, floats = host.slot_ints.numpy(), host.slot_floats.numpy()
         ints[:, POSITION] = self.max_model_len - 1
@@ -110,17 +122,17 @@ class ModelRunner:
             ints[request.slot] = (request.input_position, p.seed, p.top_k)
             floats[request.slot] = (p.temperature, p.top_p)
         if step.kind is StepKind.DECODE:
-            return PreparedStep(step.kind, parity)
+            return PreparedStep(step.kind, parity, results)
         prompts, segments, offset = host.prompt_ids.numpy(), [], 0
         for request in step.requests:
             prompts[offset : offset + len(request.prompt)] = request.prompt
             segments.append((request.slot, offset, len(request.prompt)))
             offset += len(request.prompt)
-        return PreparedStep(step.kind, parity, tuple(segments), offset)
+        return PreparedStep(step.kind, parity, results, tuple(segments), offset)
 
     def outputs(self, prepared: PreparedStep) -> tuple[list[int], list[float]]:
         """Host copy of a finished step's sampled tokens and margins, indexed by slot."""
-        host = self.host[prepared.parity]
+        host = self.host[prepared.results]
         return host.out_tokens.tolist(), host.out_margins.tolist()
 
     # -- device side (runs inside Device.submit) ----------------------------------------
@@ -139,8 +151,9 @@ class ModelRunner:
             self.graph.replay()
         else:
             self._decode_forward()
-        host.out_tokens.copy_(self.dev.out_tokens, non_blocking=True)
-        host.out_margins.copy_(self.dev.out_margins, non_blocking=True)
+        results = self.host[prepared.results]
+        results.out_tokens.copy_(self.dev.out_tokens, non_blocking=True)
+        results.out_margins.copy_(self.dev.out_margins, non_blocking=True)
 
     def _sampling(self, rows: slice) -> SamplingTensors:
         ints, floats = self.dev.slot_ints[rows], self.dev.slot_floats[rows]
@@ -169,3 +182,5 @@ class ModelRunner:
         rows = slice(slot, slot + 1)
         tokens, margins = sample(logits, self._sampling(rows))
         self._store(rows, tokens, margins)
+        if self._feeds_placeholder:  # planted fault: the decode embeds a placeholder id
+            self.next_tokens[rows].fill_(PLACEHOLDER_TOKEN)

@@ -7,7 +7,7 @@ host clock; stepgap's instrumentation subclasses it to add NVTX ranges.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,12 +26,17 @@ class PhaseSpan:
 
 
 class Probe:
-    """Records `PhaseSpan`s; `enabled=False` makes every phase a no-op."""
+    """Records `PhaseSpan`s; `enabled=False` makes every phase a no-op.
+
+    `on_phase`, when set, is called with the phase name as each phase starts, enabled or
+    not: the engine hooks its schedule jitter (verification only) in there.
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.spans: list[PhaseSpan] = []
         self.origin_ns = time.perf_counter_ns()
+        self.on_phase: Callable[[str], None] | None = None
 
     def reset(self) -> None:
         self.spans = []
@@ -42,6 +47,8 @@ class Probe:
 
     @contextmanager
     def phase(self, name: str, step: int) -> Iterator[None]:
+        if self.on_phase is not None:
+            self.on_phase(name)
         if not self.enabled:
             yield
             return

@@ -10,9 +10,11 @@ from __future__ import annotations
 import bisect
 import enum
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from reference_engine.config import ConfigError
+from reference_engine.faults import Fault
 from reference_engine.request import Request
 
 
@@ -49,10 +51,18 @@ class Scheduler:
     """Admits arrived requests into free slots (prefill first), otherwise decodes.
 
     `max_prefill_tokens` bounds the prompt tokens of one prefill step; a prompt longer than
-    that still runs, alone.
+    that still runs, alone. `emitted` logs (step index, request id) for every token the host
+    accepted, in order: which step delivered which request's next token. `faults` plants
+    bugs for testing verifiers (reference_engine.faults); none by default.
     """
 
-    def __init__(self, max_num_seqs: int, max_model_len: int, max_prefill_tokens: int) -> None:
+    def __init__(
+        self,
+        max_num_seqs: int,
+        max_model_len: int,
+        max_prefill_tokens: int,
+        faults: Collection[Fault] = (),
+    ) -> None:
         if max_num_seqs < 1:
             raise ConfigError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
         if max_model_len < 2:
@@ -64,6 +74,11 @@ class Scheduler:
         self.slots: list[Request | None] = [None] * max_num_seqs
         self.finished: list[Request] = []
         self.num_steps = 0
+        self.emitted: list[tuple[int, int]] = []
+        # Planted faults, decided once here so the per-token path tests plain attributes.
+        self._frees_slots_early = Fault.EARLY_SLOT_REUSE in faults
+        self._keeps_lag_token = Fault.NO_STOP_LAG in faults
+        self._runs_past_max_tokens = Fault.OFF_BY_ONE_MAX_TOKENS in faults
 
     def add(self, request: Request) -> None:
         """Queue a request; it becomes eligible at its arrival time."""
@@ -92,6 +107,8 @@ class Scheduler:
         if admitted:
             return self._make_step(StepKind.PREFILL, admitted)
         running = [r for r in self.slots if r is not None and r.schedulable]
+        if self._runs_past_max_tokens:  # planted fault: `<=` where `<` is right
+            running = [r for r in self.slots if r is not None and _at_most_max_tokens(r)]
         return self._make_step(StepKind.DECODE, running) if running else None
 
     def _admit(self) -> list[Request]:
@@ -130,24 +147,35 @@ class Scheduler:
         A request that already stopped gets its token discarded: under the overlap
         schedule it ran one step past its stop before the host knew.
         """
-        finished = []
-        for request in step.requests:
+        finished, emit, index = [], self.emitted.append, step.index
+        for ran in step.requests:
+            request = ran
+            if self._frees_slots_early:  # planted fault: the row's owner per today's slots
+                request = self.slots[ran.slot] or ran  # type: ignore[index]
             request.in_flight -= 1
-            if request.finished:
+            if request.finished and not self._keeps_lag_token:
                 request.discarded += 1
             else:
-                token = tokens[request.slot]  # type: ignore[index]
+                token = tokens[ran.slot]  # type: ignore[index]
                 request.output.append(token)
-                request.margins.append(margins[request.slot])  # type: ignore[index]
+                request.margins.append(margins[ran.slot])  # type: ignore[index]
                 request.token_times_s.append(now_s)
-                request.finish_reason = request.stop_reason(token, eos_token_id)
-                if request.finished:
-                    finished.append(request)
-                    self.finished.append(request)
+                emit((index, request.request_id))
+                if request.finish_reason is None:  # (a leaked lag token must not un-stop it)
+                    request.finish_reason = request.stop_reason(token, eos_token_id)
+                    if request.finished:
+                        finished.append(request)
+                        self.finished.append(request)
             self._release_if_done(request)
         return finished
 
     def _release_if_done(self, request: Request) -> None:
         # Only once no launched step reads the slot may a new request take it.
-        if request.finished and request.in_flight == 0 and request.slot is not None:
-            self.slots[request.slot] = None
+        # (Planted fault EARLY_SLOT_REUSE frees it at once.)
+        done = request.finished and request.slot is not None
+        if done and (request.in_flight == 0 or self._frees_slots_early):
+            self.slots[request.slot] = None  # type: ignore[index]
+
+
+def _at_most_max_tokens(request: Request) -> bool:
+    return not request.finished and request.num_scheduled <= request.params.max_tokens
