@@ -67,7 +67,7 @@ class StepRecord:
 
     step: ScheduledStep
     prepared: PreparedStep
-    start: Marker
+    start: Marker | None  # None when instrumentation is off
     end: Marker
     device_start_us: float = float("nan")
     device_end_us: float = float("nan")
@@ -189,9 +189,12 @@ class Engine:
         with self.probe.phase("prepare", step.index):
             prepared = self.runner.prepare(step)
         with self.probe.phase("launch", step.index):
-            start = self.device.record()
+            # Device timers are instrumentation too: off with the probe, only the output
+            # event the host waits on remains.
+            timing = self.probe.enabled
+            start = self.device.record() if timing else None
             self.device.submit(functools.partial(self.runner.execute, prepared))
-            end = self.device.record()
+            end = self.device.record(timing)
         record = StepRecord(step, prepared, start, end)
         output.steps.append(record)
         return record
@@ -218,6 +221,6 @@ class Engine:
 
     def _resolve_times(self, output: RunOutput) -> None:
         for record in output.steps:
-            if record.end.done():
+            if record.start is not None and record.end.done():
                 record.device_start_us = self.device.elapsed_us(self._origin, record.start)
                 record.device_end_us = self.device.elapsed_us(self._origin, record.end)

@@ -136,3 +136,13 @@ def test_bad_workload_files(tmp_path, toml, message):
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert message is None or message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_instrument_leaves_timers_out_but_still_verifies_tokens(tmp_path):
+    result = invoke(*RUN, "--no-instrument", "--out", tmp_path / "r", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["tokens_identical"] is True
+    assert data["runs"]["overlap"]["summary"]["gap_p50_us"] is None  # no device timers
+    run = stepgap.load_run(tmp_path / "r" / "overlap")
+    assert run.steps.device_start_us.isna().all() and len(run.phases) == 0
