@@ -32,6 +32,16 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _attachments(items: list[str], verify: Path | None) -> dict[str, Path]:
+    """--attach NAME=FILE items, plus --verify FILE as the `verify` attachment."""
+    attached = parse_attachments(items)
+    if verify is not None:
+        if "verify" in attached:
+            raise GateInputError("--verify and --attach verify=FILE name the same file: pass one")
+        attached["verify"] = verify
+    return attached
+
+
 @handle_errors
 def gate(
     run: Annotated[Path, typer.Argument(help="Run directory, or a `--mode both` group directory.")],
@@ -50,13 +60,21 @@ def gate(
         list[str] | None,
         typer.Option(help="NAME=FILE input for a fact, e.g. verify=verdict.json; repeatable."),
     ] = None,
+    verify: Annotated[
+        Path | None,
+        typer.Option(
+            help="Verdict of `stepgap verify --out FILE`, for `verify.passed == true` rules "
+            "(the same as --attach verify=FILE)."
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
 ) -> None:
     """Check RUN against the rules: bounds, overlap/sync ratios, regressions against a
-    baseline beyond run-to-run noise, token identity. Exit 0 when every check passes, 1 when
-    one fails, 2 on bad input (missing run, malformed rules, unknown metric)."""
+    baseline beyond run-to-run noise, token identity, a `stepgap verify` verdict. Exit 0
+    when every check passes, 1 when one fails, 2 on bad input (missing run, malformed
+    rules, unknown metric, unreadable verdict)."""
     try:
-        report = run_gate(run, rules, baseline, parse_attachments(attach or []))
+        report = run_gate(run, rules, baseline, _attachments(attach or [], verify))
     except (RulesError, GateInputError) as error:
         fail(escape(str(error)))  # messages quote `[noise]`, `[[rule]]`: text, not markup
     if junit_xml_file is not None:

@@ -3,31 +3,35 @@
 A fact is a function of the gate's inputs that returns a value (true/false or a number)
 and one line saying why. Rules name facts like metrics: `tokens_identical == true`.
 
-Extension point. A new source of verdicts plugs in by registering facts. The verdict file
-of `stepgap verify --out verdict.json`, for one, becomes `verify.passed` like this:
+Extension point. A new source of verdicts plugs in by registering a fact; `verify.passed`
+below is one: it reads the verdict file of `stepgap verify --out verdict.json`, given as
+`stepgap gate RUN --rules R --verify verdict.json` (or `--attach verify=verdict.json`), so
 
-    from stepgap.gate.facts import Fact, FactValue, register_fact
-    from stepgap.verify.verdict import load_verdict
+    [[rule]]
+    check = "verify.passed == true"
+
+works in any rules file. The shape of such a fact:
 
     def verify_passed(inputs: GateInputs) -> FactValue:
-        verdict = load_verdict(inputs.attachment("verify", "verify.passed"))
-        return FactValue(bool(verdict["passed"]), "stepgap verify verdict")
+        verdict = read_verdict(inputs.attachment("verify", "verify.passed"))
+        return FactValue(verdict["passed"], verdict_detail(verdict))
 
     register_fact(Fact("verify.passed", "stepgap verify passed", verify_passed))
 
-after which `check = "verify.passed == true"` works in any rules file, given
-`stepgap gate RUN --rules R --attach verify=verdict.json`. A fact whose input is missing
-raises GateInputError (the gate exits 2: bad input, not a failed check). Fact names win
-over `MODE.METRIC` when both could match.
+A fact whose input is missing or unreadable raises GateInputError (the gate exits 2: bad
+input, not a failed check). Fact names win over `MODE.METRIC` when both could match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from stepgap.gate.inputs import GateInputError, GateInputs
 from stepgap.identity import compare_tokens
+from stepgap.verify.verdict import VerdictError, load_verdict
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,77 @@ def tokens_identical_to_baseline(inputs: GateInputs) -> FactValue:
     return FactValue(identical, "; ".join(details))
 
 
+def read_verdict(path: Path) -> dict[str, Any]:
+    """A `stepgap verify` verdict file; GateInputError when it is missing or not a verdict."""
+    try:
+        return load_verdict(path)
+    except VerdictError as error:
+        raise GateInputError(f"verify.passed: {error}") from None
+
+
+def verdict_detail(verdict: dict[str, Any]) -> str:
+    """One line on a verdict: its summary (runs passed, faults caught), and where it failed."""
+    summary = verdict.get("summary")
+    parts = [summary if isinstance(summary, str) and summary else _runs_line(verdict)]
+    first = verdict.get("first_failure")
+    if isinstance(first, dict) and first.get("check"):
+        parts.append(f"first failure: {first['check']} at {_where(first)}")
+    faults = verdict.get("faults")
+    by_fault = faults.get("by_fault") if isinstance(faults, dict) else None
+    if isinstance(by_fault, dict):
+        missed = [
+            name
+            for name, row in by_fault.items()
+            if isinstance(row, dict) and not row.get("caught")
+        ]
+        if missed:
+            parts.append(f"planted faults not caught: {', '.join(missed)}")
+    return "; ".join(parts)
+
+
+def _runs_line(verdict: dict[str, Any]) -> str:
+    runs, failed = verdict.get("runs"), verdict.get("runs_failed")
+    if isinstance(runs, int) and isinstance(failed, int):
+        return f"stepgap verify: {runs - failed}/{runs} runs passed"
+    return f"stepgap verify {'passed' if verdict['passed'] else 'failed'}"
+
+
+def _where(finding: dict[str, Any]) -> str:
+    """`overlap run, request 3, position 5, step 12`, as `stepgap verify` prints it."""
+    parts = [f"{finding.get('mode', '?')} run"]
+    for label in ("request_id", "position", "step"):
+        if finding.get(label) is not None:
+            parts.append(f"{label.removesuffix('_id')} {finding[label]}")
+    return ", ".join(parts)
+
+
+def verify_passed(inputs: GateInputs) -> FactValue:
+    """The `passed` of the `stepgap verify` verdict attached as `verify`."""
+    if "verify" not in inputs.attachments:
+        raise GateInputError(
+            "verify.passed reads a `stepgap verify --out` verdict: pass --verify FILE "
+            "(or --attach verify=FILE)"
+        )
+    verdict = read_verdict(inputs.attachment("verify", "verify.passed"))
+    detail = verdict_detail(verdict)
+    other_revision = _other_revision(verdict, inputs)
+    if other_revision:
+        detail += f" ({other_revision})"
+    return FactValue(verdict["passed"], detail)
+
+
+def _other_revision(verdict: dict[str, Any], inputs: GateInputs) -> str | None:
+    """A note when the verdict was made at another git revision than the run: a stale
+    verdict may vouch for code the run does not have."""
+    environment = verdict.get("environment")
+    verified = environment.get("git_revision") if isinstance(environment, dict) else None
+    run_environment = inputs.runs[inputs.modes[0]].meta.get("environment") or {}
+    run = run_environment.get("git_revision")
+    if not verified or not run or verified == run:
+        return None
+    return f"verdict of git revision {verified}, the run's is {run}"
+
+
 register_fact(
     Fact(
         "tokens_identical",
@@ -112,5 +187,13 @@ register_fact(
         "tokens_identical_to_baseline",
         "each mode emitted the same token ids as that mode of --baseline",
         tokens_identical_to_baseline,
+    )
+)
+register_fact(
+    Fact(
+        "verify.passed",
+        "`stepgap verify` passed: every invariant held in every run (and, with --all-faults, "
+        "every planted fault was caught); reads --verify FILE / --attach verify=FILE",
+        verify_passed,
     )
 )

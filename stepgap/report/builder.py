@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,8 @@ from stepgap.report.tables import (
     run_warnings,
     workload_label,
 )
+from stepgap.report.verification import VerdictView
+from stepgap.report.verify_section import verification_section
 from stepgap.runs import RunData, RunError
 
 
@@ -45,10 +48,12 @@ def build_report(
     out_path: str | Path,
     plots_dir: str | Path | None = None,
     near_tie: float = NEAR_TIE_LOGIT_MARGIN,
+    verdicts: Sequence[VerdictView] = (),
 ) -> ReportInfo:
     """Write a self-contained HTML report of `runs` (the first is the baseline of every
     ratio and token comparison) to `out_path`, atomically; with `plots_dir`, also each
-    figure as `<name>.png` and `<name>.svg` there."""
+    figure as `<name>.png` and `<name>.svg` there. `verdicts` (of `stepgap verify`, read
+    with `stepgap.report.verification.read_verdict_view`) add a Verification section."""
     if not runs:
         raise RunError("no runs to report")
     out_path = Path(out_path)
@@ -67,6 +72,7 @@ def build_report(
             html.run_list(_legend(labelled, styles)),
             html.warnings_box(warnings + skipped),
             _identity_section(runs, labels, near_tie),
+            verification_section(verdicts) if verdicts else "",
             _metrics_section(runs, labels),
             *(_plot_section(plot, pngs.get(plot.name)) for plot in plots),
             _environment_section(labelled, styles),

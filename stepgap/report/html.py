@@ -19,6 +19,7 @@ h1 { font-size: 26px; margin: 0 0 4px; }
 h2 { font-size: 20px; margin: 36px 0 8px; padding-bottom: 4px; border-bottom: 1px solid
   var(--line); }
 h3 { font-size: 16px; margin: 18px 0 6px; }
+h4 { font-size: 15px; margin: 14px 0 4px; }
 .sub { color: var(--muted); margin: 0 0 16px; }
 .chip { display: inline-block; width: 12px; height: 12px; border-radius: 3px;
   margin-right: 6px; vertical-align: -1px; }
@@ -38,6 +39,7 @@ th:first-child, td:first-child { text-align: left; }
 td.better { color: var(--good); font-weight: 600; }
 td.worse { color: var(--bad); font-weight: 600; }
 table.env th, table.env td { text-align: left; }
+table.verify th, table.verify td.text { text-align: left; }
 table.env td:not(:first-child) { overflow-wrap: anywhere; }
 table.env td:first-child { color: var(--muted); white-space: nowrap; }
 code { font: 13px/1.4 "DejaVu Sans Mono", Menlo, Consolas, monospace; background: #f3f4f6;
