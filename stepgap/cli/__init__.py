@@ -5,7 +5,11 @@ from __future__ import annotations
 import typer
 
 from stepgap.cli.compare import compare
+from stepgap.cli.export import export
+from stepgap.cli.gate import gate
+from stepgap.cli.report import report
 from stepgap.cli.run import run
+from stepgap.cli.verify import verify
 from stepgap.cli.workloads import workloads
 
 app = typer.Typer(
@@ -15,9 +19,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(run)
-app.command()(compare)
-app.command()(workloads)
+for command in (run, compare, workloads, report, export, gate, verify):
+    app.command()(command)
 
 
 def main() -> None:
