@@ -9,10 +9,13 @@ device runs N+1.
 from __future__ import annotations
 
 import functools
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+import torch
 
 from reference_engine.config import ConfigError, ModelConfig
 from reference_engine.device import Device, Marker, make_device
@@ -118,7 +121,13 @@ class Engine:
         self._waits_for_outputs = True
 
     def close(self) -> None:
+        """Stop the device and give its memory back (a process may build several engines)."""
+        self.device.synchronize()
         self.device.close()
+        del self.runner  # the model, KV cache and CUDA graph
+        if self.device.kind == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
 
     def run(
         self,

@@ -93,6 +93,8 @@ def main() -> int:
 
     groups = []
     for i in range(1, args.repeats + 1):
+        if args.device == "cuda":
+            print(f"run {i}: {torch.cuda.memory_allocated() / 2**30:.2f} GiB allocated before")
         runs = run_workload(RunConfig(workload=workload, device=args.device))
         groups.append(save_group(runs, args.out / f"run-{i}", force=True))
     planted = args.out / "planted-gaps-x1.5"

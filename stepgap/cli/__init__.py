@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from stepgap.cli.analyze import analyze
 from stepgap.cli.compare import compare
 from stepgap.cli.export import export
 from stepgap.cli.gate import gate
@@ -19,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (run, compare, workloads, report, export, gate, verify):
+for command in (run, compare, workloads, report, export, analyze, gate, verify):
     app.command()(command)
 
 
