@@ -55,7 +55,9 @@ def check_idle(path: Path, **options) -> None:
     assert len(steps) > 1
     first, last = steps.device_start_us.min(), steps.device_end_us.max()
     measured = steps.gap_before_us.sum() + steps.idle_inside_us.sum()
-    assert measured == pytest.approx(independent_idle_us(path, first, last), abs=1e-3 * len(steps))
+    # Kineto rounds timestamps to ns: sums over thousands of intervals differ in the last ns.
+    expected = independent_idle_us(path, first, last)
+    assert measured == pytest.approx(expected, rel=1e-7, abs=1e-3 * len(steps))
 
 
 @pytest.mark.skipif(not HF_FIXTURE.exists(), reason="the H100 trace is not committed yet")
