@@ -218,6 +218,7 @@ class Chromium:
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                 check.console_errors.append(params["entry"].get("text", ""))
             elif method == "Network.requestWillBeSent":
-                check.requests.append(params["request"]["url"][:80])
+                url = params["request"]["url"]
+                check.requests.append(url[:80] if url.startswith("data:") else url)
             elif method == "Network.loadingFailed":
                 check.console_errors.append(f"load failed: {params.get('errorText')}")
