@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import platform
 import random
 import shutil
@@ -35,6 +34,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from stepgap.environment import host_summary
 
 BASE_TIME_NS = 1_790_000_000_000_000_000
 HOST_PID, HOST_TID, DEVICE, STREAM = 4242, 4242, 0, 7
@@ -301,19 +302,6 @@ def _versions(hta_python: str | None) -> str:
     return ", ".join(parts)
 
 
-def _machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM"
-
-
 def _hta_python(requested: str | None) -> str | None:
     if requested:
         return requested
@@ -359,7 +347,7 @@ def main() -> None:
         rows.append(
             measure("HTA idle-time breakdown", [hta, "-c", HTA_JOB, str(trace), str(trace_dir)])
         )
-    print(f"\nmachine: {_machine()}")
+    print(f"\nmachine: {host_summary()}")
     print(f"versions: {_versions(hta)}")
     print(
         f"trace: {size_mb:,.0f} MB, {truth.events:,} events, ProfilerStep every "

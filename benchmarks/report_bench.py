@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from reference_engine.probe import PHASES
+from stepgap.environment import host_summary
 from stepgap.metrics import STEP_COLUMNS, request_table, summarize
 from stepgap.report import build_report
 from stepgap.runs import RunData, load_runs, save_group, save_run
@@ -167,21 +167,10 @@ def _pin(cores: list[int]):
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = ", ".join(
         f"{name} {metadata.version(name)}" for name in ("numpy", "pandas", "matplotlib")
     )
-    return (
-        f"{cpu}; {os.cpu_count()} CPUs on the machine; Python {platform.python_version()}; "
-        f"{versions}; stepgap {metadata.version('stepgap')}"
-    )
+    return f"{host_summary()}; {versions}; stepgap {metadata.version('stepgap')}"
 
 
 def main() -> None:

@@ -55,6 +55,26 @@ def _version(package: str) -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_summary() -> str:
+    """One line for benchmark tables: CPU, cores, memory, Python."""
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB RAM, "
+        f"Python {platform.python_version()}"
+    )
+
+
 def collect(device: dict[str, Any]) -> dict[str, Any]:
     """Environment of this process; `device` is `Device.describe()` of the engine's device."""
     env: dict[str, Any] = {

@@ -15,3 +15,26 @@ def both_run(tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     return out
+
+
+TINY_VERIFY = [
+    *("verify", "--device", "cpu", "--family", "ernie-4.5-tiny"),
+    *("--workload", "single-slot", "--seeds", "1"),
+]
+
+
+@pytest.fixture(scope="session")
+def verdict_file(tmp_path_factory):
+    """Factory of real `stepgap verify` verdicts of a tiny configuration, each made once:
+    `verdict_file(*extra_options, exit_code=0)` returns the verdict's path."""
+    made = {}
+
+    def make(*extra, exit_code):
+        if extra not in made:
+            path = tmp_path_factory.mktemp("verify") / "verdict.json"
+            result = CliRunner().invoke(app, [*TINY_VERIFY, *extra, "--out", str(path)])
+            assert result.exit_code == exit_code, result.output
+            made[extra] = path
+        return made[extra]
+
+    return make

@@ -14,40 +14,21 @@ from stepgap.gate.facts import FACTS
 from stepgap.gate.inputs import load_inputs
 from stepgap.gate.rules import parse_rules
 
-VERIFY = [
-    "verify",
-    "--device",
-    "cpu",
-    "--family",
-    "ernie-4.5-tiny",
-    "--workload",
-    "single-slot",
-    "--seeds",
-    "1",
-]
-
 
 def gate(*args):
     return CliRunner().invoke(app, ["gate", *map(str, args)])
 
 
-def verdict_of(path, *extra, exit_code):
-    result = CliRunner().invoke(app, [*VERIFY, *extra, "--out", str(path)])
-    assert result.exit_code == exit_code, result.output
-    return path
-
-
 @pytest.fixture(scope="module")
-def clean_verdict(tmp_path_factory):
+def clean_verdict(verdict_file):
     """The verdict of the clean engine: passed."""
-    return verdict_of(tmp_path_factory.mktemp("verify") / "clean.json", exit_code=0)
+    return verdict_file(exit_code=0)
 
 
 @pytest.fixture(scope="module")
-def fault_verdict(tmp_path_factory):
+def fault_verdict(verdict_file):
     """The verdict of an engine with a planted fault (the discarded lagged token leaks)."""
-    path = tmp_path_factory.mktemp("verify") / "fault.json"
-    return verdict_of(path, "--fault", "no-stop-lag", exit_code=1)
+    return verdict_file("--fault", "no-stop-lag", exit_code=1)
 
 
 @pytest.fixture

@@ -15,36 +15,19 @@ from stepgap.report.verification import read_verdict_view
 from stepgap.verify.checks import CHECKS
 from stepgap.verify.verdict import VerdictError
 
-VERIFY = [
-    "verify",
-    "--device",
-    "cpu",
-    "--family",
-    "ernie-4.5-tiny",
-    "--workload",
-    "single-slot",
-    "--seeds",
-    "1",
-]
 CHROMIUM = find_chromium()
 
 
-def verdict_of(path, *extra):
-    result = CliRunner().invoke(app, [*VERIFY, *extra, "--out", str(path)])
-    assert result.exit_code in (0, 1), result.output
-    return path
-
-
 @pytest.fixture(scope="module")
-def all_faults_verdict(tmp_path_factory):
+def all_faults_verdict(verdict_file):
     """The self-test verdict: the clean engine, then each planted fault, jitter off and on."""
-    return verdict_of(tmp_path_factory.mktemp("verify") / "all-faults.json", "--all-faults")
+    return verdict_file("--all-faults", exit_code=0)
 
 
 @pytest.fixture(scope="module")
-def fault_verdict(tmp_path_factory):
+def fault_verdict(verdict_file):
     """A failed verdict: the engine under test has a planted fault."""
-    return verdict_of(tmp_path_factory.mktemp("verify") / "fault.json", "--fault", "no-stop-lag")
+    return verdict_file("--fault", "no-stop-lag", exit_code=1)
 
 
 def invoke(*args):
