@@ -15,7 +15,7 @@ from stepgap.summary_view import HEADLINE, ratio
 class Comparison:
     names: tuple[str, str]
     rows: list[dict[str, Any]]
-    identity: Identity
+    identity: Identity | None  # None when neither run recorded tokens (analyzed traces)
     warnings: list[str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -23,8 +23,8 @@ class Comparison:
             "a": self.names[0],
             "b": self.names[1],
             "metrics": {r["metric"]: {k: r[k] for k in ("a", "b", "ratio")} for r in self.rows},
-            "tokens_identical": self.identity.identical,
-            "identity": self.identity.to_dict(),
+            "tokens_identical": self.identity.identical if self.identity else None,
+            "identity": self.identity.to_dict() if self.identity else None,
             "warnings": self.warnings,
         }
 
@@ -46,7 +46,9 @@ def compare_run_data(a: RunData, b: RunData, near_tie: float = NEAR_TIE_LOGIT_MA
     for run in (a, b):
         if not run.complete:
             warnings.append(f"{run.name} is incomplete ({run.meta.get('incomplete_reason')})")
-    identity = compare_tokens(a.tokens, b.tokens, a.margins, b.margins, near_tie)
+    identity = None
+    if a.tokens or b.tokens:
+        identity = compare_tokens(a.tokens, b.tokens, a.margins, b.margins, near_tie)
     return Comparison((a.name, b.name), rows, identity, warnings)
 
 

@@ -33,5 +33,8 @@ def compare(
     rows = [[r["label"], r["a"], r["b"], r["ratio"]] for r in result.rows]
     console.print(table(f"{a} vs {b}", ["metric", f"A: {a}", f"B: {b}", "B/A"], rows))
     identity = result.identity
+    if identity is None:
+        console.print("tokens: not recorded in either run (analyzed traces carry no tokens)")
+        return
     colour = "green" if identity.identical else "red"
     console.print(f"tokens: [{colour}]{identity.describe()}[/]")

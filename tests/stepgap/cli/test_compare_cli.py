@@ -71,3 +71,13 @@ def test_bad_run_directories(both_run, tmp_path, breakage):
         return
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_runs_without_tokens_say_so_instead_of_identical(both_run, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(both_run / "sync", tmp_path / name)
+        (tmp_path / name / "tokens.jsonl").unlink()  # as an analyzed trace: no tokens
+    result = invoke("compare", tmp_path / "a", tmp_path / "b")
+    assert result.exit_code == 0 and "not recorded" in result.stdout
+    data = json.loads(invoke("compare", tmp_path / "a", tmp_path / "b", "--json").stdout)
+    assert data["tokens_identical"] is None
