@@ -78,6 +78,10 @@ def tokens_identical(inputs: GateInputs) -> FactValue:
     details, identical = [], True
     for mode in modes[1:]:
         other = inputs.runs[mode]
+        if not reference.tokens and not other.tokens:
+            raise GateInputError(
+                f"tokens_identical: {inputs.run_path} recorded no tokens (an analyzed trace?)"
+            )
         identity = compare_tokens(reference.tokens, other.tokens, reference.margins, other.margins)
         identical &= identity.identical
         details.append(f"{modes[0]} vs {mode}: {identity.describe()}")
