@@ -79,18 +79,10 @@ def ranges_frame(names, starts, ends, pids, tids) -> pd.DataFrame:
 
 
 def calls_frame(names, starts, ends, pids, tids, correlations) -> pd.DataFrame:
-    """Runtime calls as a table."""
-    return pd.DataFrame(
-        {
-            "name": pd.Categorical(names),
-            "start_us": np.asarray(starts, dtype=float),
-            "end_us": np.asarray(ends, dtype=float),
-            "pid": np.asarray(pids, dtype=np.int64),
-            "tid": np.asarray(tids, dtype=np.int64),
-            "correlation": np.asarray(correlations, dtype=np.int64),
-        },
-        columns=CALL_COLUMNS,
-    )
+    """Runtime calls as a table: host ranges plus the correlation id of each call."""
+    frame = ranges_frame(names, starts, ends, pids, tids)
+    frame["correlation"] = np.asarray(correlations, dtype=np.int64)
+    return frame[CALL_COLUMNS]
 
 
 def ops_frame(kinds, starts, ends, devices, streams, correlations, pids) -> pd.DataFrame:
