@@ -32,13 +32,22 @@ STEP_COLUMNS = [
 DEFAULT_WARMUP_STEPS = 5
 
 
-def step_table(run: RunOutput, spans: list) -> pd.DataFrame:
+def phase_table(spans: list) -> pd.DataFrame:
+    """Host phase spans (step, phase, start_us, end_us) on the run's host clock."""
+    return pd.DataFrame(
+        [(s.step, s.phase, s.start_ns / 1e3, s.end_ns / 1e3) for s in spans],
+        columns=["step", "phase", "start_us", "end_us"],
+    )
+
+
+def step_table(run: RunOutput, span_frame: pd.DataFrame) -> pd.DataFrame:
     """One row per step: device interval, gap before it, host phase time and gap attribution.
 
     Host phase time is the host-clock duration of each phase spent on that step. Gap
     attribution (`gap_<phase>_us`) splits each device gap by which host phase the host was
     in during it (device times mapped onto the host clock by `host_clock_offset_us`);
     `gap_other_us` is what no phase covers — launch latency and Python between phases.
+    `span_frame` is `phase_table` of the run's host phase spans.
     """
     rows = [
         {
@@ -54,10 +63,6 @@ def step_table(run: RunOutput, spans: list) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=STEP_COLUMNS[:6])
     table["busy_us"] = table.device_end_us - table.device_start_us
     table["gap_before_us"] = table.device_start_us - table.device_end_us.shift(1)
-    span_frame = pd.DataFrame(
-        [(s.step, s.phase, s.start_ns / 1e3, s.end_ns / 1e3) for s in spans],
-        columns=["step", "phase", "start_us", "end_us"],
-    )
     for phase in PHASES:
         per_step = span_frame[span_frame.phase == phase].assign(d=lambda f: f.end_us - f.start_us)
         durations = per_step.groupby("step").d.sum()

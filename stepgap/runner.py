@@ -8,8 +8,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import pandas as pd
-
 from reference_engine import MODES, ConfigError, Engine, EngineConfig, RunInterrupted, RunOutput
 from reference_engine.device import check_device
 from reference_engine.engine import Mode, StepRecord
@@ -132,16 +130,13 @@ def to_run_data(
     profiler: StepWindowProfiler | None = None,
 ) -> RunData:
     """Turn an engine run into tables + metadata (the saved form)."""
-    steps = metrics.step_table(output, probe.spans)
+    phases = metrics.phase_table(probe.spans)
+    steps = metrics.step_table(output, phases)
     requests = metrics.request_table(output)
     tokens = {r.request_id: list(r.output) for r in output.requests}
     margins = {r.request_id: list(r.margins) for r in output.requests}
     times = {r.request_id: list(r.token_times_s) for r in output.requests}
     summary = metrics.summarize(steps, requests, times, tokens, output.wall_s, config.warmup_steps)
-    phases = pd.DataFrame(
-        [(s.step, s.phase, s.start_ns / 1e3, s.end_ns / 1e3) for s in probe.spans],
-        columns=["step", "phase", "start_us", "end_us"],
-    )
     workload = config.workload
     meta = {
         "name": f"{workload.name}-{output.mode}",

@@ -51,6 +51,19 @@ def render(figure: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def _plot_cdf(axes, cdf: pd.DataFrame, style: RunStyle, label: str) -> None:
+    """One run's CDF (columns value, fraction) as a step line in the run's style."""
+    axes.plot(
+        cdf.value,
+        cdf.fraction,
+        color=style.colour,
+        linewidth=2,
+        linestyle=style.line_style,
+        label=label,
+        drawstyle="steps-post",
+    )
+
+
 def _time_unit(span_us: float) -> tuple[str, float]:
     return ("µs", 1.0) if span_us < 2000 else ("ms", 1e-3)
 
@@ -141,17 +154,7 @@ def gap_distribution_figure(
         figure = _figure(4.0)
         cdf_axes, hist_axes = figure.subplots(1, 2)
         for label, cdf in cdfs.items():
-            style = styles[label]
-            shown = cdf[cdf.value > 0] if log else cdf
-            cdf_axes.plot(
-                shown.value,
-                shown.fraction,
-                color=style.colour,
-                linewidth=2,
-                linestyle=style.line_style,
-                label=label,
-                drawstyle="steps-post",
-            )
+            _plot_cdf(cdf_axes, cdf[cdf.value > 0] if log else cdf, styles[label], label)
         for label, bins in histogram.groupby("run", sort=False):
             style = styles[str(label)]
             edges = np.append(bins.left.to_numpy(), bins.right.iloc[-1])
@@ -257,16 +260,7 @@ def latency_figure(
         for axes, (metric, name) in zip(panels, LATENCY_METRICS.items(), strict=True):
             per_run = cdfs.get(metric, {})
             for label, cdf in per_run.items():
-                style = styles[label]
-                axes.plot(
-                    cdf.value,
-                    cdf.fraction,
-                    color=style.colour,
-                    linewidth=2,
-                    linestyle=style.line_style,
-                    label=label,
-                    drawstyle="steps-post",
-                )
+                _plot_cdf(axes, cdf, styles[label], label)
             if not per_run:
                 axes.text(
                     0.5,
