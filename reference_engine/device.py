@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import queue
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -44,9 +43,9 @@ class Device(abc.ABC):
         """Enqueue `work` (device ops) on the compute stream; returns without waiting."""
 
     @abc.abstractmethod
-    def record(self, timing: bool = True) -> Marker:
-        """Enqueue a marker after all work submitted so far; `timing=False` asks only for
-        completion, which is cheaper on CUDA (no timestamp)."""
+    def record(self) -> Marker:
+        """Enqueue a marker after all work submitted so far (completion only: step times
+        come from the device clock stamps of the step's own first and last op)."""
 
     def wait(self, marker: Marker, reason: str) -> None:
         """Block the host until the device passed `marker`; counted per `reason`."""
@@ -55,10 +54,6 @@ class Device(abc.ABC):
 
     @abc.abstractmethod
     def _wait(self, marker: Marker) -> None: ...
-
-    @abc.abstractmethod
-    def elapsed_us(self, start: Marker, end: Marker) -> float:
-        """Device time between two passed markers, in microseconds."""
 
     def synchronize(self) -> None:
         """Wait for all submitted work (run boundaries only, never inside a loop)."""
@@ -75,10 +70,11 @@ class Device(abc.ABC):
         return {"kind": self.kind, "name": self.kind}
 
 
-class _CudaMarker(Marker):
-    def __init__(self, stream: torch.cuda.Stream, timing: bool) -> None:
-        self.event = torch.cuda.Event(enable_timing=timing)
-        self.event.record(stream)
+class CudaMarker(Marker):
+    """A CUDA event as a marker (recorded on a stream, or by a graph replay)."""
+
+    def __init__(self, event: torch.cuda.Event) -> None:
+        self.event = event
 
     def done(self) -> bool:
         return self.event.query()
@@ -100,14 +96,14 @@ class CudaDevice(Device):
         with torch.cuda.stream(self.stream):
             work()
 
-    def record(self, timing: bool = True) -> Marker:
-        return _CudaMarker(self.stream, timing)
+    def record(self) -> Marker:
+        # without timing: CUDA completes and reports such an event sooner
+        event = torch.cuda.Event(enable_timing=False)
+        event.record(self.stream)
+        return CudaMarker(event)
 
     def _wait(self, marker: Marker) -> None:
         marker.event.synchronize()  # type: ignore[attr-defined]
-
-    def elapsed_us(self, start: Marker, end: Marker) -> float:
-        return start.event.elapsed_time(end.event) * 1000.0  # type: ignore[attr-defined]
 
     def describe(self) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(self.torch_device)
@@ -117,7 +113,6 @@ class CudaDevice(Device):
 class _CpuMarker(Marker):
     def __init__(self) -> None:
         self.passed = threading.Event()
-        self.time_ns = 0
 
     def done(self) -> bool:
         return self.passed.is_set()
@@ -149,8 +144,8 @@ class CpuDevice(Device):
         self._raise_pending()
         self._queue.put(work)
 
-    def record(self, timing: bool = True) -> Marker:
-        marker = _CpuMarker()  # the worker's clock read costs nothing worth saving
+    def record(self) -> Marker:
+        marker = _CpuMarker()
         self._queue.put(_Pass(marker))
         return marker
 
@@ -163,22 +158,18 @@ class CpuDevice(Device):
             error, self._error = self._error, None
             raise error
 
-    def elapsed_us(self, start: Marker, end: Marker) -> float:
-        return (end.time_ns - start.time_ns) / 1000.0  # type: ignore[attr-defined]
-
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=10)
 
 
 class _Pass:
-    """Worker item that stamps a marker; it runs even after an error so waits return."""
+    """Worker item that passes a marker; it runs even after an error so waits return."""
 
     def __init__(self, marker: _CpuMarker) -> None:
         self.marker = marker
 
     def __call__(self) -> None:
-        self.marker.time_ns = time.perf_counter_ns()
         self.marker.passed.set()
 
 

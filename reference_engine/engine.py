@@ -8,8 +8,8 @@ device runs N+1.
 
 from __future__ import annotations
 
-import functools
 import gc
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from reference_engine.config import ConfigError, ModelConfig
 from reference_engine.device import Device, Marker, make_device
 from reference_engine.faults import Fault, parse_faults
 from reference_engine.jitter import Jitter, ScheduleJitter
+from reference_engine.kernels import KernelBackend
 from reference_engine.model_runner import ModelRunner, PreparedStep
 from reference_engine.probe import Probe
 from reference_engine.request import Request
@@ -45,6 +46,7 @@ class EngineConfig:
     max_prefill_tokens: int = 4096
     device: str = "auto"
     cuda_graphs: bool = True
+    kernels: KernelBackend | None = None  # None: Triton kernels on CUDA, torch elsewhere
     seed: int = 0
     faults: tuple[Fault, ...] = ()
     jitter: Jitter | None = None
@@ -61,6 +63,16 @@ class EngineConfig:
             raise ConfigError(f"max_prefill_tokens must be >= 1, got {self.max_prefill_tokens}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        if self.kernels is not None:
+            object.__setattr__(self, "kernels", _kernel_backend(self.kernels))
+
+
+def _kernel_backend(value: KernelBackend | str) -> KernelBackend:
+    try:
+        return KernelBackend(value)
+    except ValueError:
+        choices = ", ".join(b.value for b in KernelBackend)
+        raise ConfigError(f"unknown kernels {value!r}; choose {choices}") from None
 
 
 @dataclass
@@ -70,8 +82,7 @@ class StepRecord:
 
     step: ScheduledStep
     prepared: PreparedStep
-    start: Marker | None  # timing markers; None when instrumentation is off
-    end: Marker | None
+    timed: bool  # its first and last device op stamp the device clock (instrumentation on)
     done: Marker  # the output copy landed: what the host waits on
     device_start_us: float = float("nan")
     device_end_us: float = float("nan")
@@ -87,7 +98,7 @@ class RunOutput:
     wall_s: float = 0.0
     host_waits: dict[str, int] = field(default_factory=dict)
     complete: bool = False
-    origin_host_ns: int = 0  # host clock (probe ns) when the device time origin was recorded
+    origin_host_ns: int = 0  # host clock (probe ns) when the device clock origin was read
     emitted: list[tuple[int, int]] = field(default_factory=list)  # (step, request id) per token
 
 
@@ -113,6 +124,7 @@ class Engine:
             config.max_prefill_tokens,
             seed=config.seed,
             cuda_graphs=config.cuda_graphs,
+            kernels=config.kernels,
         )
         self.probe = probe or Probe()
         self.jitter = ScheduleJitter(config.jitter, self.device) if config.jitter else None
@@ -144,6 +156,7 @@ class Engine:
         for request in requests:
             scheduler.add(request)
         self.runner.plant_faults(faults)
+        self.runner.prepare_run(timed=self.probe.enabled)
         self._waits_for_outputs = Fault.MISSING_EVENT_WAIT not in faults
         if self.jitter is not None:
             self.jitter.reset()
@@ -151,8 +164,8 @@ class Engine:
         self.device.synchronize()
         waits_before = dict(self.device.host_waits)
         self.probe.reset()
+        self._origin_ns = self.runner.device_clock_ns()
         output.origin_host_ns = self.probe.now_ns()
-        self._origin = self.device.record()
         loop = self._sync_loop if mode == "sync" else self._overlap_loop
         try:
             loop(scheduler, output, on_step or (lambda record: None))
@@ -202,12 +215,9 @@ class Engine:
             # Device timers are instrumentation: off with the probe. The host waits on a
             # separate event without timing, which CUDA completes and reports faster; waiting
             # on the timing event instead added ~0.1 ms to every sync step on an H100.
-            timing = self.probe.enabled
-            start = self.device.record() if timing else None
-            self.device.submit(functools.partial(self.runner.execute, prepared))
-            end = self.device.record() if timing else None
-            done = self.device.record(timing=False)
-        record = StepRecord(step, prepared, start, end, done)
+            self.runner.launch(prepared, timed=self.probe.enabled)
+            done = self.device.record()
+        record = StepRecord(step, prepared, self.probe.enabled, done)
         output.steps.append(record)
         return record
 
@@ -217,6 +227,7 @@ class Engine:
             if self._waits_for_outputs:  # False only with planted fault MISSING_EVENT_WAIT
                 self.device.wait(record.done, "step_output")
         with self.probe.phase("postprocess", index):
+            self._read_times(record)  # before step N+2 reuses its output buffer
             tokens, margins = self.runner.outputs(record.prepared)
             now_s = self.probe.now_ns() / 1e9
             scheduler.on_tokens(record.step, tokens, margins, now_s, self.config.model.eos_token_id)
@@ -231,8 +242,18 @@ class Engine:
         with self.probe.phase("idle", scheduler.num_steps):
             time.sleep(max(0.0, arrival - self.probe.now_ns() / 1e9))
 
+    def _read_times(self, record: StepRecord) -> None:
+        """Device times of a finished step, µs from the run's origin."""
+        if record.timed and record.done.done():
+            start_ns, end_ns = self.runner.clock_stamps_ns(record.prepared)
+            record.device_start_us = (start_ns - self._origin_ns) / 1e3
+            record.device_end_us = (end_ns - self._origin_ns) / 1e3
+
     def _resolve_times(self, output: RunOutput) -> None:
-        for record in output.steps:
-            if record.start is not None and record.end is not None and record.done.done():
-                record.device_start_us = self.device.elapsed_us(self._origin, record.start)
-                record.device_end_us = self.device.elapsed_us(self._origin, record.end)
+        """After the drain: times of steps not post-processed (an interrupted run) whose
+        output buffer no later step overwrote."""
+        reused: set[int] = set()
+        for record in reversed(output.steps):
+            if math.isnan(record.device_end_us) and record.prepared.results not in reused:
+                self._read_times(record)
+            reused.add(record.prepared.results)

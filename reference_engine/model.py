@@ -7,6 +7,7 @@ from torch import nn
 
 from reference_engine.attention import Attention
 from reference_engine.config import ModelConfig
+from reference_engine.kernels import KernelBackend
 from reference_engine.kv_cache import KVCache
 from reference_engine.layers import DenseMLP, RMSNorm, Rotary
 from reference_engine.moe import MoE
@@ -64,6 +65,12 @@ class MoEDecoder(nn.Module):
                 else:
                     param.normal_(0.0, 0.02, generator=generator)
         return model.eval().requires_grad_(False)
+
+    def use_kernels(self, backend: KernelBackend) -> None:
+        """Run attention and MoE through `backend` (the torch reference or the kernels)."""
+        for module in self.modules():
+            if isinstance(module, (Attention, MoE)):
+                module.backend = backend
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head, in fp32 for sampling. hidden: (N, H) -> (N, V)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 PHASES = ("schedule", "prepare", "launch", "wait", "postprocess", "output")
 IDLE = "idle"  # waiting for the next request to arrive: the workload's time, not the engine's
+PROFILER = "profiler"  # starting or stopping a profiler: the measurement's time
 
 
 @dataclass(frozen=True)

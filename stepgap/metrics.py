@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from reference_engine.engine import RunOutput
-from reference_engine.probe import IDLE, PHASES
+from reference_engine.probe import IDLE, PHASES, PROFILER
+
+if TYPE_CHECKING:
+    from reference_engine.engine import RunOutput
 
 STEP_COLUMNS = [
     "step",
@@ -26,6 +29,7 @@ STEP_COLUMNS = [
     "busy_us",
     "gap_before_us",
     "after_idle",
+    "excluded",
     *[f"host_{p}_us" for p in PHASES],
     *[f"gap_{p}_us" for p in (*PHASES, "other")],
 ]
@@ -67,7 +71,8 @@ def step_table(run: RunOutput, span_frame: pd.DataFrame) -> pd.DataFrame:
         per_step = span_frame[span_frame.phase == phase].assign(d=lambda f: f.end_us - f.start_us)
         durations = per_step.groupby("step").d.sum()
         table[f"host_{phase}_us"] = table.step.map(durations).fillna(0.0)
-    table["after_idle"] = _after_idle(table, span_frame)
+    table["excluded"] = _gap_exclusions(table, span_frame)
+    table["after_idle"] = table.excluded != ""
     offset_us = host_clock_offset_us(table, span_frame, run.origin_host_ns / 1e3)
     attribution = _attribute_gaps(table, span_frame, offset_us)
     for column, values in attribution.items():
@@ -75,23 +80,36 @@ def step_table(run: RunOutput, span_frame: pd.DataFrame) -> pd.DataFrame:
     return table[STEP_COLUMNS]
 
 
-def _after_idle(table: pd.DataFrame, spans: pd.DataFrame) -> np.ndarray:
-    """Whether the host was idle (waiting for an arrival, or for the profiler to start or
-    stop) between launching the previous step and launching this one: such a gap is not
-    the engine's doing."""
+def _gap_exclusions(table: pd.DataFrame, spans: pd.DataFrame) -> np.ndarray:
+    """Why each gap is not the engine's doing, or "": the host paused (waiting for an
+    arrival: "arrival"; starting or stopping the profiler: "profiler") between launching the
+    previous step and launching this one. The profiler's reason wins when both apply."""
+    reasons = np.full(len(table), "", dtype=object)
     launch = spans[spans.phase == "launch"].set_index("step")
-    idle = spans[spans.phase == IDLE].sort_values("start_us")
-    after = np.zeros(len(table), dtype=bool)
-    if idle.empty or launch.empty:
-        return after
+    if launch.empty:
+        return reasons
     launch_start = table.step.map(launch.start_us).to_numpy()
     previous_end = table.step.map(launch.end_us).shift(1).to_numpy()
-    idle_start, idle_end = idle.start_us.to_numpy(), idle.end_us.to_numpy()
-    for i in range(1, len(table)):
-        # any idle span starting before this launch and ending after the previous one
-        n_started = np.searchsorted(idle_start, launch_start[i])
-        after[i] = bool((idle_end[:n_started] > previous_end[i]).any())
-    return after
+    for pause, reason in ((IDLE, "arrival"), (PROFILER, "profiler")):
+        paused = spans[spans.phase == pause].sort_values("start_us")
+        pause_start, pause_end = paused.start_us.to_numpy(), paused.end_us.to_numpy()
+        for i in range(1, len(table)):
+            # a pause starting before this launch and ending after the previous one
+            n_started = np.searchsorted(pause_start, launch_start[i])
+            if (pause_end[:n_started] > previous_end[i]).any():
+                reasons[i] = reason
+    return reasons
+
+
+def excluded_gaps(steps: pd.DataFrame) -> list[dict]:
+    """The gaps left out of the statistics, with their reasons (saved in run.json)."""
+    if "excluded" not in steps.columns:
+        return []
+    excluded = steps[steps.excluded.fillna("").astype(str) != ""]
+    return [
+        {"step": int(row.step), "gap_us": float(row.gap_before_us), "reason": row.excluded}
+        for row in excluded.itertuples()
+    ]
 
 
 CLOCK_WINDOW_STEPS = 33
@@ -208,6 +226,21 @@ def _quantiles(values, prefix: str, unit: str, qs=(50, 90, 99)) -> dict[str, flo
     return out | {f"{prefix}_mean_{unit}": float(values.mean())}
 
 
+def _profiler_gaps_us(steps: pd.DataFrame) -> float:
+    """Device idle caused by the measurement itself (profiler start/stop)."""
+    if "excluded" not in steps.columns:
+        return 0.0
+    return float(steps.gap_before_us[steps.excluded == "profiler"].sum(skipna=True))
+
+
+def _idle_fraction(total_gaps_us: float, span_us: float, measurement_us: float) -> float:
+    """Σ gaps / device span, both without the gaps the profiler caused."""
+    denominator = span_us - measurement_us
+    if not denominator or denominator <= 0 or math.isnan(denominator):
+        return math.nan
+    return float((total_gaps_us - measurement_us) / denominator)
+
+
 def summarize(
     steps: pd.DataFrame,
     requests: pd.DataFrame,
@@ -220,14 +253,16 @@ def summarize(
     gaps = gap_sample(steps, warmup_steps)
     span_us = steps.device_end_us.max() - steps.device_start_us.min() if len(steps) else math.nan
     total_gaps = steps.gap_before_us.sum(skipna=True)
+    measurement_us = _profiler_gaps_us(steps)
     output_tokens = int(requests.output_tokens.sum()) if len(requests) else 0
     summary: dict[str, float | int | str] = {
         **_quantiles(gaps, "gap", "us"),
         "gap_max_us": float(gaps.max()) if len(gaps) else math.nan,
         "gap_samples": len(gaps),
-        "idle_fraction": float(total_gaps / span_us) if span_us and span_us > 0 else math.nan,
+        "idle_fraction": _idle_fraction(total_gaps, span_us, measurement_us),
         "busy_total_us": float(steps.busy_us.sum()),
         "gap_total_us": float(total_gaps),
+        "gap_profiler_us": measurement_us,
         "device_span_us": float(span_us),
         **_quantiles(requests.get("tpot_ms", []), "tpot", "ms"),
         **_quantiles(requests.get("ttft_ms", []), "ttft", "ms"),

@@ -10,15 +10,16 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from reference_engine.engine import StepRecord
-from reference_engine.probe import IDLE
+from reference_engine.probe import PROFILER
 from stepgap.instrument import NvtxProbe
 
 
 class StepWindowProfiler:
     """Starts the profiler once `skip` decode steps have completed and stops it `steps`
     decode steps later. Starting and stopping pause the host for a while: that time is
-    recorded as an `idle` span, so the gaps it causes stay out of the gap statistics just
-    like waits for arrivals. The Chrome trace is written by `export`, after the run."""
+    recorded as a `profiler` span, so the gaps it causes stay out of every statistic (gap
+    percentiles and idle fraction) and are listed in run.json. The Chrome trace is written
+    by `export`, after the run."""
 
     def __init__(self, steps: int, skip: int, probe: NvtxProbe, device_kind: str) -> None:
         self.steps, self.skip, self.probe = steps, skip, probe
@@ -34,10 +35,10 @@ class StepWindowProfiler:
             return
         self.decode_seen += 1
         if self.decode_seen == self.skip + 1 and self._profiler is None:
-            with self.probe.phase(IDLE, record.step.index):
+            with self.probe.phase(PROFILER, record.step.index):
                 self._start(record.step.index + 1)
         elif self.decode_seen == self.skip + 1 + self.steps and self._recording:
-            with self.probe.phase(IDLE, record.step.index):
+            with self.probe.phase(PROFILER, record.step.index):
                 self.stop(record.step.index)
 
     def _start(self, first_step: int) -> None:

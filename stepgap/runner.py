@@ -156,6 +156,8 @@ def to_run_data(
         "workload": workload.describe(),
         "summary": summary,
         "host_waits": output.host_waits,
+        # Gaps left out of the gap percentiles; "profiler" ones also out of idle_fraction.
+        "excluded_gaps": metrics.excluded_gaps(steps),
         "origin_host_us": output.origin_host_ns / 1e3,
     }
     if not output.complete:

@@ -154,6 +154,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise RunError(f"cannot read {path}: {error}") from None
 
 
+def _read_steps(path: Path) -> pd.DataFrame:
+    steps = _read_csv(path)
+    if "excluded" in steps.columns:  # CSV stores "no reason" as an empty cell
+        steps["excluded"] = steps.excluded.astype(object).fillna("").astype(str)
+    return steps
+
+
 def load_run(path: str | Path, require_complete: bool = False) -> RunData:
     """Read a run directory back: `load_run(p).steps`, `.requests`, `.tokens`, `.summary`."""
     path = Path(path)
@@ -171,7 +178,8 @@ def load_run(path: str | Path, require_complete: bool = False) -> RunData:
     if require_complete and not meta.get("complete", False):
         reason = meta.get("incomplete_reason", "unknown reason")
         raise RunError(f"run {path} is incomplete ({reason})")
-    run = RunData(meta, _read_csv(path / "steps.csv"), _read_csv(path / "requests.csv"), path=path)
+    steps, requests = _read_steps(path / "steps.csv"), _read_csv(path / "requests.csv")
+    run = RunData(meta, steps, requests, path=path)
     if (path / "phases.csv").is_file():
         run.phases = _read_csv(path / "phases.csv")
     if (path / TRACE_FILE).is_file():

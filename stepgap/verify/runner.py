@@ -189,7 +189,7 @@ class Verifier:
             plain = self._plain[key]
             self.device_info = plain.device.describe() | {
                 "dtype": str(plain.device.dtype).removeprefix("torch."),
-                "cuda_graphs_captured": plain.runner.graph is not None,
+                "cuda_graphs_captured": plain.runner.graphs is not None,
             }
             mix = shape.requests(case.seed, plain.config.model.vocab_size)
             output = plain.run(without_stops(mix), "sync")

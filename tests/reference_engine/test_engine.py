@@ -120,7 +120,7 @@ def test_cuda_bf16_graphs_sync_and_overlap_agree(name):
 @pytest.mark.cuda
 def test_cuda_overlap_decode_never_syncs_outside_the_output_wait():
     engine = make_engine("ernie-4.5-tiny", device="cuda", slots=8)
-    assert engine.runner.graph is not None
+    assert engine.runner.graphs is not None
     mix = without_stops(random_mix(2, engine.config.model.vocab_size, spread_s=0))
     run_tokens(engine, mix, "overlap")  # warm: allocator and kernels settled
     torch.cuda.set_sync_debug_mode("error")
