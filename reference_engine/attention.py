@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reference_engine.config import ModelConfig
+from reference_engine.kernels import KernelBackend
+from reference_engine.kernels.decode_attention import decode_attention
 from reference_engine.kv_cache import KVCache
 from reference_engine.layers import Rotary
 
@@ -22,6 +24,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, sum(self.split), bias=config.qkv_bias)
         self.o = nn.Linear(q_size, config.hidden_size, bias=False)
         self.rotary = rotary
+        self.backend = KernelBackend.TORCH  # decode attention's implementation
 
     def _project(self, x: torch.Tensor, positions: torch.Tensor):
         q, k, v = self.qkv(x).split(self.split, dim=-1)
@@ -34,22 +37,19 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """One new token per slot. x: (S, H); positions, rows: (S,); row i is slot i.
 
-        Every slot attends over the whole fixed-length cache row with a mask, so shapes are
-        static and each slot's result depends on its own row only (batch invariance).
+        Slot s attends to cache positions [0, positions[s]] of its own row; idle slots (at
+        the scratch position max_len - 1) attend to position 0 only, and their rows are
+        discarded. Shapes are static and each slot's result depends on its own row only
+        (batch invariance), in both backends.
         """
         q, k, v = self._project(x, positions)
         cache.write(self.layer, rows, k, v)
         keys, values = cache.layer(self.layer)  # (S, L, Hkv, D)
-        slots, group = x.shape[0], self.num_heads // self.num_kv_heads
-        q = q.view(slots, self.num_kv_heads, group, self.head_dim)  # (S, Hkv, G, D)
-        scores = q @ keys.permute(0, 2, 3, 1)  # (S, Hkv, G, L)
-        scores = scores.float() * self.head_dim**-0.5
-        key_pos = torch.arange(cache.max_len, device=x.device)
-        visible = key_pos[None, :] <= positions[:, None]  # (S, L)
-        scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-        probs = scores.softmax(-1).to(x.dtype)
-        out = probs @ values.transpose(1, 2)  # (S, Hkv, G, D)
-        return self.o(out.reshape(slots, -1))
+        idle = positions == cache.max_len - 1
+        lengths = torch.where(idle, 1, positions + 1)  # (S,) valid positions per slot
+        scale = self.head_dim**-0.5
+        out = decode_attention(q, keys, values, lengths, scale, self.backend)  # (S, Hq, D)
+        return self.o(out.reshape(x.shape[0], -1))
 
     def prefill(
         self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, rows: torch.Tensor

@@ -224,14 +224,14 @@ class ModelRunner:
     def _decode_forward(self) -> None:
         positions = self.dev.inputs[:, POSITION]  # (S,)
         logits = self.model.decode(self.next_tokens, positions, self.cache)  # (S, V)
-        tokens, margins = sample(logits, self._sampling(slice(None)))
+        tokens, margins = sample(logits, self._sampling(slice(None)), self.kernels)
         self._store(slice(None), tokens, margins)
 
     def _prefill_forward(self, slot: int, offset: int, length: int) -> None:
         prompt = self.dev.prompt_ids[offset : offset + length]  # (T,)
         logits = self.model.prefill(prompt, slot, self.cache)  # (1, V)
         rows = slice(slot, slot + 1)
-        tokens, margins = sample(logits, self._sampling(rows))
+        tokens, margins = sample(logits, self._sampling(rows), self.kernels)
         self._store(rows, tokens, margins)
         if self._feeds_placeholder:  # planted fault: the decode embeds a placeholder id
             self.next_tokens[rows].fill_(PLACEHOLDER_TOKEN)

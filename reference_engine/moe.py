@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from reference_engine.config import ModelConfig
+from reference_engine.config import ModelConfig, RouterKind
+from reference_engine.kernels import KernelBackend
+from reference_engine.kernels.fused_moe import moe_experts
 from reference_engine.layers import DenseMLP
+
+
+def route(
+    x: torch.Tensor,
+    router: torch.Tensor,
+    correction_bias: torch.Tensor,
+    top_k: int,
+    router_kind: RouterKind,
+    norm_topk_prob: bool,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k routing of x (N, H): (weights fp32 (N, k) with `scale` applied, ids int64 (N, k)).
+
+    Routers run in fp32. GLM scores with a sigmoid, ERNIE with a softmax; the correction bias
+    only steers which experts are chosen, the weights are the unbiased scores, optionally
+    normalised over the k chosen.
+    """
+    logits = x.float() @ router.float().t()  # (N, E)
+    scores = logits.sigmoid() if router_kind == "sigmoid" else logits.softmax(-1)
+    topk_ids = (scores + correction_bias.float()).topk(top_k, dim=-1).indices
+    weights = scores.gather(1, topk_ids)  # (N, k)
+    if norm_topk_prob:
+        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
+    return weights * scale, topk_ids
 
 
 class MoE(nn.Module):
     """Top-k routed experts (GLM: sigmoid router, ERNIE: softmax) plus shared experts.
 
-    Every token runs through every expert and the top-k routing weights (zero elsewhere)
-    combine the results. That costs reading each expert's weights once per step, which a
-    grouped MoE kernel at decode concurrency does nearly as well, and buys what the engine
-    needs: fixed shapes (CUDA-graph capturable, no host sync on expert counts) and a
-    result per token that does not depend on the other tokens in the batch.
+    `route` picks each token's k experts; `moe_experts` runs them by `self.backend`: the
+    torch reference (every token through every expert, combined with dense routing weights)
+    or the Triton kernels (only the experts hit are read). Both keep what the engine needs:
+    CUDA-graph capturable, no host sync on expert counts, and a result per token that does
+    not depend on the other tokens in the batch.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -34,23 +59,18 @@ class MoE(nn.Module):
         self.shared = (
             DenseMLP(h, i * config.num_shared_experts) if config.num_shared_experts else None
         )
-
-    def routing_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense (N, E) routing weights: the top-k experts' weights, zero for the rest."""
-        logits = x.float() @ self.router.float().t()  # (N, E); routers run in fp32
-        scores = logits.sigmoid() if self.router_kind == "sigmoid" else logits.softmax(-1)
-        chosen = (scores + self.correction_bias.float()).topk(self.top_k, dim=-1).indices
-        weights = scores.gather(1, chosen)  # (N, k)
-        if self.norm_topk_prob:
-            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
-        dense = torch.zeros_like(scores).scatter_(1, chosen, weights * self.scale)
-        return dense.to(x.dtype)
+        self.backend = KernelBackend.TORCH  # the routed experts' implementation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, H) -> (N, H)."""
-        weights = self.routing_weights(x)  # (N, E)
-        experts = self.gate_up.shape[0]
-        gate, up = torch.bmm(x.expand(experts, *x.shape), self.gate_up).chunk(2, dim=-1)
-        expert_out = torch.bmm(F.silu(gate) * up, self.down)  # (E, N, H)
-        out = torch.bmm(weights.unsqueeze(1), expert_out.transpose(0, 1)).squeeze(1)  # (N, H)
+        """x: (N, H) -> (N, H): route, the routed experts by `self.backend`, shared experts."""
+        topk_weights, topk_ids = route(
+            x,
+            self.router,
+            self.correction_bias,
+            self.top_k,
+            self.router_kind,
+            self.norm_topk_prob,
+            self.scale,
+        )
+        out = moe_experts(x, topk_ids, topk_weights, self.gate_up, self.down, self.backend)
         return out + self.shared(x) if self.shared is not None else out

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from reference_engine.kernels import KernelBackend
+
 _MASK32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B  # < 2**31, so int64 products of 32-bit values never overflow
 
@@ -29,7 +31,9 @@ def gumbel_noise(seed: torch.Tensor, position: torch.Tensor, token_ids: torch.Te
     folded_seed = (seed ^ (seed >> 32)) & _MASK32
     key = _mix32(_mix32(folded_seed) ^ (position & _MASK32))  # (N,)
     bits = _mix32(key[:, None] ^ token_ids)  # (N, V)
-    uniform = ((bits >> 8).float() + 0.5) * (1.0 / 2**24)  # in (0, 1)
+    # the top 23 bits: (k + 0.5) / 2**23 is exact in fp32 and < 1 (24 bits rounded the
+    # largest value to 1.0, an infinite Gumbel draw once in 16.7 M tokens)
+    uniform = ((bits >> 9).float() + 0.5) * (1.0 / 2**23)  # in (0, 1)
     return -torch.log(-torch.log(uniform))
 
 
@@ -44,26 +48,16 @@ class SamplingTensors:
     position: torch.Tensor
 
 
-def sample(logits: torch.Tensor, params: SamplingTensors) -> tuple[torch.Tensor, torch.Tensor]:
+def sample(
+    logits: torch.Tensor, params: SamplingTensors, backend: KernelBackend = KernelBackend.TORCH
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row of fp32 logits (N, V).
 
     Returns the tokens (N,) and the top-2 logit margin (N,) used to tell numerical
-    near-ties from logic errors when two runs diverge.
+    near-ties from logic errors when two runs diverge. `backend` picks the torch reference
+    (`sample_torch`: a full-vocabulary sort) or the Triton kernel (`sample_triton`: partial
+    selection); both live in `reference_engine.kernels.sampling`.
     """
-    vocab = logits.shape[-1]
-    top2 = logits.topk(2, dim=-1).values  # (N, 2)
-    margin = top2[:, 0] - top2[:, 1]
-    greedy = logits.argmax(dim=-1)
+    from reference_engine.kernels import sampling  # it imports this module
 
-    scaled = logits / params.temperature.clamp_min(1e-5)[:, None]
-    sorted_logits, sorted_ids = scaled.sort(dim=-1, descending=True, stable=True)  # (N, V)
-    ranks = torch.arange(vocab, device=logits.device)
-    k = torch.where(params.top_k > 0, params.top_k, vocab)
-    in_top_k = ranks[None, :] < k[:, None]
-    probs = sorted_logits.masked_fill(~in_top_k, float("-inf")).softmax(dim=-1)
-    # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
-    in_top_p = (probs.cumsum(dim=-1) - probs) < params.top_p[:, None]
-    noise = gumbel_noise(params.seed, params.position, sorted_ids)  # keyed by token id
-    perturbed = (sorted_logits + noise).masked_fill(~(in_top_k & in_top_p), float("-inf"))
-    sampled = sorted_ids.gather(1, perturbed.argmax(dim=-1, keepdim=True)).squeeze(1)
-    return torch.where(params.temperature > 0, sampled, greedy), margin
+    return sampling.sample_with(logits, params, backend)
