@@ -11,9 +11,10 @@ a CUDA graph and replayed. Reported per row:
   own routing) plus the KV cache of every slot up to its context;
 - the card's device-to-device copy bandwidth, measured here (bytes read + written);
 - roofline = bytes / bandwidth, and the fraction roofline / step time;
-- a breakdown, each part captured and replayed on its own: attention (projections, rotary,
-  cache write, decode attention), MoE layers, dense FFN layers, LM head (final norm +
-  logits), sampling.
+- a breakdown, each part captured and replayed on its own over all its layers, with its
+  norm: attention (input norm, projections, rotary, cache write, decode attention), MoE
+  layers and dense FFN layers (post-attention norm, router, experts), LM head (final norm
+  + logits), sampling. Parts sum to about the step (residual adds are not in any part).
 
     python benchmarks/decode_roofline.py --out roofline.json          # both presets
     python benchmarks/decode_roofline.py --preset ernie-4.5-21b-a3b --concurrency 64
@@ -165,18 +166,25 @@ def breakdown_us(model: MoEDecoder, tokens, positions, cache) -> dict[str, float
     """Each part of the step captured and replayed on its own, over all its layers."""
     slots = tokens.shape[0]
     rows = torch.arange(slots, device="cuda") * cache.max_len + positions
-    x = model.embed(tokens)
+    x = model.layers[0].input_norm(model.embed(tokens))  # normalised, as each block sees it
     layers = list(model.layers)
     moe = [layer for layer in layers if isinstance(layer.ffn, MoE)]
     dense = [layer for layer in layers if not isinstance(layer.ffn, MoE)]
     logits = model.logits(x)
     params = greedy_params(slots, int(positions[0]) + 1)
+
+    def attention() -> None:
+        for layer in layers:
+            layer.attn.decode(layer.input_norm(x), positions, cache, rows)
+
+    def ffn(group) -> None:
+        for layer in group:
+            layer.ffn(layer.post_norm(x))
+
     return {
-        "attention_us": graph_median_us(
-            lambda: [layer.attn.decode(x, positions, cache, rows) for layer in layers]
-        ),
-        "moe_us": graph_median_us(lambda: [layer.ffn(x) for layer in moe]) if moe else 0.0,
-        "dense_us": graph_median_us(lambda: [layer.ffn(x) for layer in dense]) if dense else 0.0,
+        "attention_us": graph_median_us(attention),
+        "moe_us": graph_median_us(lambda: ffn(moe)) if moe else 0.0,
+        "dense_us": graph_median_us(lambda: ffn(dense)) if dense else 0.0,
         "lm_head_us": graph_median_us(lambda: model.logits(x)),
         "sampling_us": graph_median_us(lambda: sample(logits, params, model_backend(model))),
     }

@@ -6,18 +6,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference_engine.kernels import KernelBackend
+from reference_engine.kernels.rowwise import rms_norm, rotary
+
 
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.backend = KernelBackend.TORCH
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 like the real models; bf16 variance loses too much.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        """(N, H): normalised in fp32 like the real models (bf16 variance loses too much)."""
+        return rms_norm(x, self.weight, self.eps, self.backend)
 
 
 class Rotary(nn.Module):
@@ -28,6 +30,7 @@ class Rotary(nn.Module):
         self.rotary_dim, self.theta = rotary_dim, theta
         self.register_buffer("cos", torch.empty(max_len, rotary_dim // 2), persistent=False)
         self.register_buffer("sin", torch.empty(max_len, rotary_dim // 2), persistent=False)
+        self.backend = KernelBackend.TORCH
         if not self.cos.is_meta:
             self.fill_tables()
 
@@ -41,12 +44,7 @@ class Rotary(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: (N, heads, head_dim); positions: (N,)."""
-        rot, rest = x[..., : self.rotary_dim].float(), x[..., self.rotary_dim :]
-        cos = self.cos[positions].unsqueeze(1)  # (N, 1, rot/2)
-        sin = self.sin[positions].unsqueeze(1)
-        x1, x2 = rot.chunk(2, dim=-1)
-        rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-        return torch.cat((rotated.to(x.dtype), rest), dim=-1)
+        return rotary(x, positions, self.cos, self.sin, self.backend)
 
 
 class DenseMLP(nn.Module):

@@ -76,9 +76,9 @@ class MoEDecoder(nn.Module):
         return 0.01 if config.router == "sigmoid" else 0.1 / config.num_experts
 
     def use_kernels(self, backend: KernelBackend) -> None:
-        """Run attention and MoE through `backend` (the torch reference or the kernels)."""
+        """Run the hot-path ops through `backend` (the torch references or the kernels)."""
         for module in self.modules():
-            if isinstance(module, (Attention, MoE)):
+            if isinstance(module, (Attention, MoE, RMSNorm, Rotary)):
                 module.backend = backend
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

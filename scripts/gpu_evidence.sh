@@ -1,32 +1,58 @@
 #!/usr/bin/env bash
-# GPU evidence for the engine, the measurements and verification, in one call on the device
-# machine: CUDA tests, the full-size ERNIE preset, a sync-vs-overlap run of a layer-reduced
-# ERNIE at concurrency 64 (with a profiler window), the instrumentation-overhead benchmark
-# and the planted-fault table. Writes logs and a tarball of the runs under $OUT.
+# GPU evidence for the engine, its kernels and its measurements, in two calls that each fit
+# one 10-minute command on the device machine. Results under $OUT (at most 8 files come
+# back from a call: runs travel as one tarball each).
+#   STAGE=kernels bash scripts/gpu_evidence.sh   # CUDA tests, roofline, planted faults
+#   STAGE=runs    bash scripts/gpu_evidence.sh   # gap truth, overhead, the seed's rows
+#   STAGE=bench   bash scripts/gpu_evidence.sh   # each kernel's own benchmark
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/stepgap-gpu}
 mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])"
-} | tee "$OUT/env.log"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, triton, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'python', sys.version.split()[0])"
+} > "$OUT/env.log"
+cat "$OUT/env.log"
 
-echo "== CUDA tests" | tee "$OUT/tests.log"
-python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee -a "$OUT/tests.log" | tail -3
+kernels() {
+  timeout 270 python3 -m pytest -q -p no:cacheprovider -m cuda -rs tests > "$OUT/cuda-tests.log" 2>&1
+  tail -3 "$OUT/cuda-tests.log"
+  timeout 150 python3 benchmarks/decode_roofline.py --out "$OUT/roofline.json" > "$OUT/roofline.log" 2>&1
+  tail -10 "$OUT/roofline.log"
+  timeout 150 python3 scripts/gpu_verify.py --out "$OUT" > "$OUT/verify.log" 2>&1
+  tail -16 "$OUT/verify.log"
+}
 
-if [ "${FULL_PRESET:-1}" = 1 ]; then
-  echo "== full-size ERNIE-4.5-21B-A3B" | tee "$OUT/full_preset.log"
-  python3 scripts/full_preset_check.py --preset ernie-4.5-21b-a3b 2>&1 | tee -a "$OUT/full_preset.log"
-fi
+bench() {
+  for kernel in decode_attention fused_moe sampling; do
+    timeout 60 python3 -m reference_engine.kernels.$kernel --bench >> "$OUT/kernel-bench.log" 2>&1
+  done
+  tail -40 "$OUT/kernel-bench.log"
+}
 
-echo "== ERNIE, 4 layers, concurrency 64: sync vs overlap" | tee "$OUT/run.log"
-python3 -m stepgap run --device cuda --workload ernie-4.5-21b-a3b-tp4 \
-  --model-override num_layers=4 --mode both --profile --profile-steps 200 \
-  --out "$OUT/ernie-l4" --force 2>&1 | tee -a "$OUT/run.log"
-tar czf "$OUT/ernie-l4.tgz" -C "$OUT" ernie-l4 && rm -rf "$OUT/ernie-l4"
+seed_row() {  # name, stepgap run options...
+  local name=$1; shift
+  timeout 150 python3 -m stepgap run --device cuda --mode both --out "/tmp/$name" --force "$@" \
+    > "/tmp/$name.log" 2>&1
+  tail -22 "/tmp/$name.log"
+  python3 -m stepgap report "/tmp/$name" -o "/tmp/$name/report.html" > /dev/null 2>&1
+  cp "/tmp/$name.log" "/tmp/$name/run.log"
+  tar czf "$OUT/$name.tgz" -C /tmp "$name"
+}
 
-echo "== instrumentation overhead" | tee "$OUT/overhead.log"
-python3 benchmarks/instrument_overhead.py --device cuda --reps 7 2>&1 | tee -a "$OUT/overhead.log"
+runs() {
+  LAYERS="4 28" OUT=/tmp/gap-truth timeout 220 bash scripts/gpu_gap_truth.sh > /tmp/gap-truth.log 2>&1
+  grep -E "^(sync|overlap|mode|engine|overlap/sync|PASS|FAIL)" /tmp/gap-truth.log
+  mv /tmp/gap-truth.log /tmp/gap-truth/ && tar czf "$OUT/gap-truth.tgz" -C /tmp gap-truth
+  timeout 100 python3 benchmarks/instrument_overhead.py --device cuda --reps 5 > "$OUT/overhead.log" 2>&1
+  tail -3 "$OUT/overhead.log"
+  seed_row h200-ernie-full-c64 --workload ernie-4.5-21b-a3b-tp4
+  seed_row h200-glm-28l-c4 --workload glm-4.5-air-tp8 --model-override num_layers=28 --output-len 2000
+}
 
-echo "== planted faults" | tee "$OUT/verify.log"
-python3 scripts/gpu_verify.py --out "$OUT" 2>&1 | tee -a "$OUT/verify.log" | tail -30
+case "${STAGE:-kernels}" in
+  kernels) kernels ;;
+  runs) runs ;;
+  bench) bench ;;
+  *) echo "STAGE must be kernels, runs or bench" >&2; exit 2 ;;
+esac

@@ -289,8 +289,12 @@ GPU_SHAPES = [("ernie", 64), ("glm", 4), ("glm", 64)]
 @pytest.mark.parametrize("preset,num_tokens", [*GPU_SHAPES, ("ernie", 8192), ("glm", 8192)])
 def test_gpu_bf16_matches_fp32_reference(preset, num_tokens, routing):
     problem = preset_problem(preset, num_tokens, seed=0, routing=routing)
-    with torch.backends.cuda.matmul.flags(allow_tf32=False):
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # an fp32 reference, not tf32
+    try:
         ref = fp32_reference(*problem)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     out = fm.moe_experts(*problem, backend=KernelBackend.TRITON)
     assert out.dtype == torch.bfloat16 and out.shape == problem[0].shape
     assert relative_error(out, ref) < BF16_REL_TOL
