@@ -164,7 +164,8 @@ class Engine:
         self.device.synchronize()
         waits_before = dict(self.device.host_waits)
         self.probe.reset()
-        self._origin_ns = self.runner.device_clock_ns()
+        self.runner.start_clock()  # read once the first step completed: no sync here
+        self._origin_ns: int | None = None
         output.origin_host_ns = self.probe.now_ns()
         loop = self._sync_loop if mode == "sync" else self._overlap_loop
         try:
@@ -245,6 +246,8 @@ class Engine:
     def _read_times(self, record: StepRecord) -> None:
         """Device times of a finished step, µs from the run's origin."""
         if record.timed and record.done.done():
+            if self._origin_ns is None:
+                self._origin_ns = self.runner.clock_origin_ns()
             start_ns, end_ns = self.runner.clock_stamps_ns(record.prepared)
             record.device_start_us = (start_ns - self._origin_ns) / 1e3
             record.device_end_us = (end_ns - self._origin_ns) / 1e3

@@ -13,7 +13,7 @@ from reference_engine.cuda_graph import DecodeGraphs
 from reference_engine.device import Device
 from reference_engine.faults import Fault
 from reference_engine.kernels import KernelBackend, default_backend
-from reference_engine.kernels.host_io import copy_words, device_clock_ns, stage_in, stage_out
+from reference_engine.kernels.host_io import copy_words, stage_in, stage_out, stamp_clock
 from reference_engine.kv_cache import KVCache
 from reference_engine.model import MoEDecoder
 from reference_engine.sampler import SamplingTensors, sample
@@ -173,9 +173,13 @@ class ModelRunner:
         start, end = self.host[prepared.results].outputs[-1].tolist()
         return start, end
 
-    def device_clock_ns(self) -> int:
-        """The device clock now (syncs: run boundaries only)."""
-        return device_clock_ns(self._clock)
+    def start_clock(self) -> None:
+        """Stamp the device clock where the device gets to now: the run's time origin."""
+        self.device.submit(functools.partial(stamp_clock, self._clock))
+
+    def clock_origin_ns(self) -> int:
+        """The stamp of `start_clock`, once any later work has completed."""
+        return int(self._clock[0])
 
     def launch(self, prepared: PreparedStep, timed: bool) -> None:
         """Enqueue the step's device work; `timed`: stamp its first and last op."""

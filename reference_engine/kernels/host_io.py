@@ -71,14 +71,13 @@ def copy_words(source: torch.Tensor, target: torch.Tensor) -> None:
         target.copy_(source)
 
 
-def device_clock_ns(scratch: torch.Tensor) -> int:
-    """The device clock now, in ns (syncs: run boundaries only). `scratch`: one int64 of
-    pinned host memory on CUDA; the host clock on CPU, which the worker thread shares."""
-    if not scratch.is_pinned():
-        return time.perf_counter_ns()
-    _stage_out_kernel[(1,)](scratch, scratch, scratch, 1, TIMED=True, BLOCK=16)
-    torch.cuda.current_stream().synchronize()
-    return int(scratch.item())
+def stamp_clock(target: torch.Tensor) -> None:
+    """Write the device clock (ns) into `target`, one int64 of pinned host memory on CUDA,
+    when the stream gets there; on CPU, call it on the worker thread."""
+    if not target.is_pinned():
+        target.fill_(time.perf_counter_ns())
+        return
+    _stage_out_kernel[(1,)](target, target, target, 1, TIMED=True, BLOCK=16)
 
 
 def _check(source: torch.Tensor, target: torch.Tensor) -> None:
