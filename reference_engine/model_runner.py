@@ -112,6 +112,7 @@ class ModelRunner:
         )
         self.next_tokens = torch.zeros(num_slots, dtype=torch.int64, device=dev)
         self.host = [StepBuffers.allocate(num_slots, prompt_capacity, device.pinned) for _ in "ab"]
+        self._host_outputs = [buffers.outputs.numpy() for buffers in self.host]  # views
         self._clock = device.pinned((1,), torch.int64)
         for buffers in (self.dev, *self.host):
             self._idle_inputs(buffers)
@@ -165,12 +166,12 @@ class ModelRunner:
 
     def outputs(self, prepared: PreparedStep) -> tuple[list[int], list[float]]:
         """Host copy of a finished step's sampled tokens and margins, indexed by slot."""
-        packed = self.host[prepared.results].outputs.numpy()[:-1]
+        packed = self._host_outputs[prepared.results][:-1]
         return packed[:, TOKEN].tolist(), packed[:, MARGIN:].view(np.float32)[:, 0].tolist()
 
     def clock_stamps_ns(self, prepared: PreparedStep) -> tuple[int, int]:
         """Device clock (ns) at a finished timed step's first and last op."""
-        start, end = self.host[prepared.results].outputs[-1].tolist()
+        start, end = self._host_outputs[prepared.results][-1].tolist()
         return start, end
 
     def start_clock(self) -> None:
