@@ -7,17 +7,15 @@ host clock; stepgap's instrumentation subclasses it to add NVTX ranges.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 PHASES = ("schedule", "prepare", "launch", "wait", "postprocess", "output")
 IDLE = "idle"  # waiting for the next request to arrive: the workload's time, not the engine's
 PROFILER = "profiler"  # starting or stopping a profiler: the measurement's time
 
 
-@dataclass(frozen=True)
-class PhaseSpan:
+class PhaseSpan(NamedTuple):
     """One host phase of one step, in host-clock ns since the run started."""
 
     step: int
@@ -30,7 +28,9 @@ class Probe:
     """Records `PhaseSpan`s; `enabled=False` makes every phase a no-op.
 
     `on_phase`, when set, is called with the phase name as each phase starts, enabled or
-    not: the engine hooks its schedule jitter (verification only) in there.
+    not: the engine hooks its schedule jitter (verification only) in there. Phases run on
+    the engine's hot path (six per step, in sync mode each on the critical path): they are
+    plain objects with `__enter__`/`__exit__`, not generator context managers.
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -46,36 +46,59 @@ class Probe:
     def now_ns(self) -> int:
         return time.perf_counter_ns() - self.origin_ns
 
-    @contextmanager
-    def phase(self, name: str, step: int) -> Iterator[None]:
-        if self.on_phase is not None:
-            self.on_phase(name)
-        if not self.enabled:
-            yield
-            return
-        start = time.perf_counter_ns()
-        self.push(name)
-        try:
-            yield
-        finally:
-            self.pop()
-            end = time.perf_counter_ns()
-            self.spans.append(PhaseSpan(step, name, start - self.origin_ns, end - self.origin_ns))
+    def phase(self, name: str, step: int) -> _Phase:
+        """`with probe.phase(name, step):` times that host phase of that step."""
+        return _Phase(self, name, step)
 
-    @contextmanager
-    def iteration(self) -> Iterator[None]:
+    def iteration(self) -> _Range:
         """One loop iteration of the engine (a `step` range around its phases)."""
-        if not self.enabled:
-            yield
-            return
-        self.push("step")
-        try:
-            yield
-        finally:
-            self.pop()
+        return _Range(self, "step")
 
     def push(self, name: str) -> None:
         """Open a named range (subclasses: NVTX)."""
 
     def pop(self) -> None:
         """Close the innermost range."""
+
+
+class _Range:
+    """A named range (NVTX) while enabled."""
+
+    __slots__ = ("name", "probe")
+
+    def __init__(self, probe: Probe, name: str) -> None:
+        self.probe, self.name = probe, name
+
+    def __enter__(self) -> None:
+        if self.probe.enabled:
+            self.probe.push(self.name)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.probe.enabled:
+            self.probe.pop()
+
+
+class _Phase:
+    """A host phase: its range, and its span on the host clock."""
+
+    __slots__ = ("name", "probe", "start_ns", "step")
+
+    def __init__(self, probe: Probe, name: str, step: int) -> None:
+        self.probe, self.name, self.step = probe, name, step
+
+    def __enter__(self) -> None:
+        probe = self.probe
+        if probe.on_phase is not None:
+            probe.on_phase(self.name)
+        if probe.enabled:
+            self.start_ns = time.perf_counter_ns()
+            probe.push(self.name)
+
+    def __exit__(self, *exc_info: object) -> None:
+        probe = self.probe
+        if probe.enabled:
+            probe.pop()
+            end_ns = time.perf_counter_ns() - probe.origin_ns
+            probe.spans.append(
+                PhaseSpan(self.step, self.name, self.start_ns - probe.origin_ns, end_ns)
+            )

@@ -47,14 +47,14 @@ class NvtxProbe(Probe):
         self._profiler_ranges: list[Any] = []
 
     def push(self, name: str) -> None:
-        label = range_name(name)
         if self.domain is not None:
-            attrs = self._attributes.get(label)
+            attrs = self._attributes.get(name)
             if attrs is None:  # registering the message once keeps each push cheap
-                attrs = self._attributes[label] = self.domain.get_event_attributes(message=label)
+                message = range_name(name)
+                attrs = self._attributes[name] = self.domain.get_event_attributes(message=message)
             self.domain.push_range(attrs)
         if self.profiling:
-            profiler_range = torch.profiler.record_function(label)
+            profiler_range = torch.profiler.record_function(range_name(name))
             profiler_range.__enter__()
             self._profiler_ranges.append(profiler_range)
 
