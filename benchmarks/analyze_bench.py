@@ -1,7 +1,7 @@
 """Benchmark: `stepgap analyze` against HolisticTraceAnalysis on a large synthetic Kineto trace.
 
-Generates a PyTorch-profiler (Kineto) Chrome trace of a decode loop — ProfilerStep ranges, an
-engine range per step, aten ops, cudaLaunchKernel / cudaMemcpyAsync / cudaStreamSynchronize
+Generates a PyTorch-profiler (Kineto) Chrome trace of a decode loop — ProfilerStep ranges, a
+vLLM-style step range per step, aten ops, cudaLaunchKernel / cudaMemcpyAsync / cudaStreamSynchronize
 runtime calls with correlation ids, kernels, H2D/D2H copies, memsets, ac2g flow events, laid
 out as Kineto writes them — with known step gaps. Then it times, each in its own subprocess,
 `stepgap analyze` (the library call: read, steps, summary) and HolisticTraceAnalysis's
@@ -42,6 +42,7 @@ HOST_PID, HOST_TID, DEVICE, STREAM = 4242, 4242, 0, 7
 HOST = (HOST_PID, HOST_TID)
 SIDE = 13  # a side stream with one memset per step: two streams, as engines have
 LAUNCH, MEMCPY, MEMSET = "cudaLaunchKernel", "cudaMemcpyAsync", "cudaMemsetAsync"
+ENGINE_STEP = "execute_context_0(0)_generation_32(32)"  # vLLM's step annotation (analyze/rules.py)
 KERNEL_NAMES = (
     "void at::native::vectorized_elementwise_kernel<4, at::native::AddFunctor<float>>",
     "ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn",
@@ -164,7 +165,7 @@ class DecodeLoop:
         sync = self.host_ns - sync_begin
         out.append(_x("cuda_runtime", "cudaStreamSynchronize", HOST, sync_begin, sync, _runtime(0)))
         model = self.host_ns - model_begin
-        out.append(_x("user_annotation", "execute_model", HOST, model_begin, model, _cpu_args(0)))
+        out.append(_x("user_annotation", ENGINE_STEP, HOST, model_begin, model, _cpu_args(0)))
         self.host_ns += rng.randint(20_000, 150_000)  # post-processing: the step gap
         if (index + 1) % self.profiler_step_every == 0:
             begin, name = (
@@ -215,7 +216,7 @@ def generate(
     """Write a trace of about `events` events to `path` (.gz: gzip) and return its truth.
 
     A `ProfilerStep#N` range spans `profiler_step_every` decode steps (each decode step also
-    has its own `execute_model` range)."""
+    has its own vLLM-style step range, `ENGINE_STEP`)."""
     loop = DecodeLoop(kernels_per_step, seed, profiler_step_every)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt") as out:
@@ -233,9 +234,10 @@ STEPGAP_JOB = """
 import sys, time
 t0 = time.perf_counter()
 from stepgap.analyze import analyze_traces
-steps = analyze_traces([sys.argv[1]]).steps
-print("RESULT", time.perf_counter() - t0, len(steps), float(steps.gap_before_us.sum()),
-      float(steps.idle_inside_us.sum()))
+result = analyze_traces([sys.argv[1]])
+s = result.summary
+print("RESULT", time.perf_counter() - t0, result.step_rule.value, len(result.steps),
+      s["idle_between_steps_us"], s["idle_inside_steps_us"], s["device_idle_total_us"])
 """
 
 HTA_JOB = """

@@ -6,11 +6,8 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 def _git_revision() -> str | None:
@@ -49,6 +46,8 @@ def _driver_version() -> str | None:
 
 
 def _version(package: str) -> str | None:
+    from importlib import metadata  # ~20 ms: only when a version is asked for
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -77,6 +76,8 @@ def host_summary() -> str:
 
 def collect(device: dict[str, Any]) -> dict[str, Any]:
     """Environment of this process; `device` is `Device.describe()` of the engine's device."""
+    import torch  # only runs of the engine collect this; the other commands never load torch
+
     env: dict[str, Any] = {
         "device": device,
         "torch": torch.__version__,

@@ -1,13 +1,13 @@
 """`analyze_traces`: foreign traces in, stepgap's per-step table and summary out.
 
-The facade over the readers (chrome, nsys) and the stateless step analyzers (steps): read
-each file as one rank, line the ranks up on one clock, find the steps, build the table,
-summarize it with `stepgap.metrics`, and optionally turn it into a run directory.
+The facade over the readers (chrome, nsys) and the stateless analyzers: read each file as
+one rank, line the ranks up on one clock, find the steps (`rules`), give each step its
+device work (`attribution`), measure steps, gaps and idle time per group (`table`), explain
+each gap (`causes`), and summarize (`summary`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,59 +15,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stepgap.analyze import causes
+from stepgap.analyze.options import StepOptions
+from stepgap.analyze.rank import RankResult, measure_rank
 from stepgap.analyze.reader import FileProgress, expand_paths, read_trace
-from stepgap.analyze.steps import (
-    STEP_COLUMNS,
-    StepOptions,
-    attribute_ops,
-    choose_step_ranges,
-    describe_range_names,
-    event_marks,
-    split_at_idle,
-    step_rows,
-)
+from stepgap.analyze.rules import StepChoice, StepRule, choose_steps, describe_range_names
+from stepgap.analyze.summary import gap_cause_text, summarize_causes, summarize_table
+from stepgap.analyze.table import STEP_COLUMNS
 from stepgap.analyze.trace import TraceData, TraceError, shift_times
 
 # A trace does not say which steps are prefills: every step counts as a decode step, and
 # the gap statistics cover all of them after `warmup_steps`.
 STEP_KIND = "decode"
 TIME_DECIMALS = 3  # µs to the ns
-REQUEST_COLUMNS = [
-    "request_id",
-    "arrival_s",
-    "prompt_tokens",
-    "output_tokens",
-    "max_tokens",
-    "temperature",
-    "finish_reason",
-    "discarded_tokens",
-    "ttft_ms",
-    "e2e_ms",
-    "tpot_ms",
-    "itl_mean_ms",
-    "decode_speed_tok_s",
-]
-UNKNOWN_FROM_TRACE = (  # summary entries a trace cannot give (no requests, no tokens)
-    "output_throughput_tok_s",
-    "decode_speed_tok_s",
-    "output_tokens",
-    "num_requests",
-    "token_digest",
-)
 
 
 @dataclass
 class TraceAnalysis:
-    """The per-step table of one or more traces (one per rank) and its summary."""
+    """The per-step table of one or more traces (one per rank), its summary, and why each
+    gap happened."""
 
     steps: pd.DataFrame
     summary: dict[str, Any]
     traces: list[dict[str, Any]]
     options: StepOptions
     warmup_steps: int
-    step_source: str  # "range <regex>" or "idle gaps > X us"
+    step_source: str  # how the steps were found, in words
+    step_rule: StepRule
     unattributed_ops: int = 0
     notes: list[str] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    causes: dict[str, Any] = field(default_factory=dict)
+    gap_pieces: pd.DataFrame = field(default_factory=pd.DataFrame)  # causes.gap_segments, keyed
+    gap_waits: pd.DataFrame = field(default_factory=pd.DataFrame)  # causes.gap_waits, keyed
 
     @property
     def format(self) -> str:
@@ -76,31 +56,16 @@ class TraceAnalysis:
     def to_dict(self) -> dict[str, Any]:
         return {
             "summary": self.summary,
+            "step_rule": self.step_rule.value,
             "step_source": self.step_source,
             "options": asdict(self.options),
             "warmup_steps": self.warmup_steps,
             "traces": self.traces,
             "unattributed_device_ops": self.unattributed_ops,
             "notes": self.notes,
-            "groups": self.groups(),
+            "groups": self.groups,
+            "gap_causes": self.causes,
         }
-
-    def groups(self) -> list[dict[str, Any]]:
-        """Per rank/device(/stream): step count, gap p50 and total, idle inside steps."""
-        out = []
-        for key, rows in self.steps.groupby(self.options.group_keys, sort=True):
-            gaps = rows.gap_before_us.iloc[self.warmup_steps :].dropna()
-            values = key if isinstance(key, tuple) else (key,)
-            out.append(
-                {
-                    **dict(zip(self.options.group_keys, values, strict=True)),
-                    "steps": len(rows),
-                    "gap_p50_us": float(gaps.median()) if len(gaps) else math.nan,
-                    "gap_total_us": float(rows.gap_before_us.sum()),
-                    "idle_inside_us": float(rows.idle_inside_us.sum()),
-                }
-            )
-        return out
 
 
 def analyze_traces(
@@ -114,6 +79,23 @@ def analyze_traces(
     options = options or StepOptions()
     if warmup_steps < 0:
         raise TraceError(f"--warmup-steps must be >= 0, got {warmup_steps}")
+    traces = _read(paths, progress)
+    notes = _align_clocks(traces)
+    _require_device_work(traces)
+    choice = (
+        None if options.split_idle_us is not None else choose_steps(traces, options.range_pattern)
+    )
+    per_rank = [measure_rank(trace, choice, options) for trace in traces]
+    if choice is not None and not any(len(r.rows) for r in per_rank):
+        raise TraceError(
+            f"host ranges match {choice.pattern!r}, but no device work was launched inside "
+            "them (no runtime call in them, on any thread, whose correlation id a kernel or "
+            "copy carries)"
+        )
+    return _result(per_rank, traces, choice, options, warmup_steps, notes)
+
+
+def _read(paths: list[str | Path], progress: FileProgress | None) -> list[TraceData]:
     if not paths:
         raise TraceError("no trace file given")
     files = expand_paths(paths)
@@ -121,24 +103,7 @@ def analyze_traces(
     ranks = [t.rank for t in traces]
     if len(set(ranks)) != len(ranks):
         raise TraceError(f"two files claim the same rank ({sorted(ranks)}); pass one per rank")
-    notes = _align_clocks(traces)
-    _require_device_work(traces)
-    if options.split_idle_us is not None:
-        rows = pd.concat([_timeline_rows(t, options) for t in traces], ignore_index=True)
-        unattributed = 0
-        source = f"idle gaps > {options.split_idle_us:g} us"
-    else:
-        pattern, ranges = choose_step_ranges(traces, options.range_pattern)
-        rows, unattributed = _ranged_rows(traces, ranges, options, pattern)
-        source = f"range {pattern}"
-    table = _finish(rows, options)
-    if unattributed:
-        notes.append(f"{unattributed} device ops were launched outside every step range")
-    summary = summarize_table(table, options.group_keys, warmup_steps)
-    described = [t.describe() for t in traces]
-    return TraceAnalysis(
-        table, summary, described, options, warmup_steps, source, unattributed, notes
-    )
+    return traces
 
 
 def _align_clocks(traces: list[TraceData]) -> list[str]:
@@ -155,106 +120,131 @@ def _align_clocks(traces: list[TraceData]) -> list[str]:
 
 
 def _require_device_work(traces: list[TraceData]) -> None:
-    for trace in traces:
-        if len(trace.ops):
-            return
-    hint = describe_range_names(traces)
+    if any(len(trace.ops) for trace in traces):
+        return
     raise TraceError(
         f"no device activity (kernels, memcpy, memset) in {', '.join(t.path for t in traces)}: "
-        f"was it profiled with CUDA activities on a GPU? ({hint})"
+        f"was it profiled with CUDA activities on a GPU? ({describe_range_names(traces)})"
     )
 
 
-def _timeline_rows(trace: TraceData, options: StepOptions) -> pd.DataFrame:
-    keys = [k for k in options.group_keys if k != "rank"]
-    if not len(trace.ops):
-        return pd.DataFrame()
-    rows = step_rows(split_at_idle(trace.ops, options.split_idle_us, keys), keys, None)
-    return rows.assign(rank=trace.rank, range_name="", host_start_us=np.nan, host_end_us=np.nan)
+def _result(per_rank, traces, choice, options, warmup_steps, notes) -> TraceAnalysis:
+    rows, segments, waits = _combined(per_rank)
+    table = _finish(rows, options, waits, segments)
+    idle = [g for r in per_rank for g in r.idle]
+    described = [
+        {**t.describe(), "launch_threads": r.threads} for t, r in zip(traces, per_rank, strict=True)
+    ]
+    unattributed = sum(r.unattributed for r in per_rank)
+    rule = choice.rule if choice else StepRule.IDLE_SPLIT
+    summary = summarize_table(table, options.group_keys, warmup_steps, idle)
+    return TraceAnalysis(
+        steps=table,
+        summary={**summary, "step_rule": rule.value},
+        traces=described,
+        options=options,
+        warmup_steps=warmup_steps,
+        step_source=_source(choice, options),
+        step_rule=rule,
+        unattributed_ops=unattributed,
+        notes=notes + _notes(unattributed, described, choice),
+        groups=_groups(table, idle, options, warmup_steps),
+        causes=summarize_causes(segments, waits),
+        gap_pieces=_keyed(segments, rows, options),
+        gap_waits=_keyed(waits, rows, options),
+    )
 
 
-def _ranged_rows(
-    traces: list[TraceData], ranges: dict[int, pd.DataFrame], options: StepOptions, pattern: str
-) -> tuple[pd.DataFrame, int]:
-    keys = [k for k in options.group_keys if k != "rank"]
-    frames, unattributed = [], 0
+def _combined(per_rank: list[RankResult]):
+    """All ranks' rows, one index (gap ids in the pieces and waits refer to it)."""
+    offsets = np.cumsum([0] + [len(r.rows) for r in per_rank])[:-1]
+    ranks = list(zip(per_rank, offsets, strict=True))
+    rows = pd.concat([r.rows.set_axis(r.rows.index + o) for r, o in ranks if len(r.rows)])
+    segments = [r.segments.assign(gap=r.segments.gap + o) for r, o in ranks if len(r.segments)]
+    waits = [r.waits.assign(gap=r.waits.gap + o) for r, o in ranks if len(r.waits)]
+    return (
+        rows,
+        pd.concat(segments, ignore_index=True) if segments else _empty(causes.SEGMENT_COLUMNS),
+        pd.concat(waits, ignore_index=True) if waits else _empty(causes.WAIT_COLUMNS),
+    )
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns)
+
+
+def _keyed(frame: pd.DataFrame, rows: pd.DataFrame, options: StepOptions) -> pd.DataFrame:
+    """Gap pieces or waits with the step they precede: rank, device(, stream), step."""
+    columns = list(dict.fromkeys([*options.group_keys, "stream", "step"]))
+    keys = rows[columns].astype({"stream": str})
+    return frame.join(keys, on="gap").drop(columns="gap").reset_index(drop=True)
+
+
+def _source(choice: StepChoice | None, options: StepOptions) -> str:
+    if choice is None:
+        return f"rule {StepRule.IDLE_SPLIT.value}: idle gaps > {options.split_idle_us:g} us"
+    return f"rule {choice.rule.value}: {choice.label}"
+
+
+def _notes(unattributed: int, described: list[dict], choice: StepChoice | None) -> list[str]:
+    notes = [f"{unattributed} device ops were launched outside every step range"]
+    notes = notes if unattributed else []
+    return notes + _thread_notes(described) + ([choice.note] if choice and choice.note else [])
+
+
+def _thread_notes(traces: list[dict[str, Any]]) -> list[str]:
+    notes = []
     for trace in traces:
-        step_ranges = ranges[trace.rank]
-        ops = attribute_ops(trace, step_ranges)
-        unattributed += int((trace.ops.correlation > 0).sum()) - len(ops)
-        marks = event_marks(trace, step_ranges, ops, keys) if options.event_marks else None
-        info = step_ranges[["name", "start_us", "end_us"]].rename(
-            columns={"name": "range_name", "start_us": "host_start_us", "end_us": "host_end_us"}
-        )
-        info = info.assign(range_name=info.range_name.astype(str), step=np.arange(len(info)))
-        frames.append((trace.rank, ops, marks, info))
-    if not any(len(ops) for _, ops, _, _ in frames):
-        raise TraceError(
-            f"host ranges match {pattern!r}, but no device work was launched inside them "
-            "(no runtime call in them whose correlation id a kernel or copy carries)"
-        )
-    return pd.concat([_rank_rows(f, options) for f in frames], ignore_index=True), unattributed
+        threads = trace["launch_threads"]
+        if len(threads) > 1:
+            listed = ", ".join(f"{t['tid']} ({t['device_ops']} ops)" for t in threads[:6])
+            notes.append(
+                f"rank {trace['rank']}: device work launched from {len(threads)} threads: {listed}"
+            )
+    return notes
 
 
-def _rank_rows(frame, options: StepOptions) -> pd.DataFrame:
-    rank, ops, marks, info = frame
-    keys = [k for k in options.group_keys if k != "rank"]
-    if not len(ops):
-        return pd.DataFrame()
-    rows = step_rows(ops, keys, marks)
-    return rows.merge(info, on="step", how="left").assign(rank=rank)
-
-
-def _finish(rows: pd.DataFrame, options: StepOptions) -> pd.DataFrame:
+def _finish(rows: pd.DataFrame, options: StepOptions, waits, segments) -> pd.DataFrame:
     """The rows as the final table, in STEP_COLUMNS order."""
+    causes_text = gap_cause_text(waits, segments) if len(waits) else pd.Series(dtype=object)
     table = rows.sort_values([*options.group_keys, "step"], kind="stable")
-    table = table.assign(kind=STEP_KIND, after_idle=False, stream=table.stream.astype(str))
+    table = table.assign(
+        kind=STEP_KIND,
+        after_idle=False,
+        stream=table.stream.astype(str),
+        gap_cause=causes_text.reindex(table.index).fillna(""),
+    )
+    for column in ("range_name", "launch_threads"):
+        table[column] = table[column].fillna("") if column in table else ""
+    for column in ("host_start_us", "host_end_us", "first_launch_us"):
+        if column not in table:
+            table[column] = np.nan
     table = table[STEP_COLUMNS].reset_index(drop=True)
     times = [c for c in STEP_COLUMNS if c.endswith("_us")]
-    table[times] = table[times].round(TIME_DECIMALS)  # traces resolve ns: drop float noise
+    table[times] = table[times].astype(float).round(TIME_DECIMALS)  # traces resolve ns
     return table
 
 
-def summarize_table(table: pd.DataFrame, keys: list[str], warmup_steps: int) -> dict[str, Any]:
-    """DESIGN.md's summary of a trace's steps, through `stepgap.metrics.summarize`.
-
-    Gap statistics pool every group's gaps after its own first `warmup_steps`; totals add
-    the groups up, and the idle fraction is their gaps over their summed device spans.
-    Entries a trace cannot give (requests, tokens, throughput) are None.
-    """
-    from stepgap.metrics import summarize  # imports the engine (torch): only when needed
-
-    groups = [rows for _, rows in table.groupby(keys, sort=True)]
-    sample = pd.concat(
-        [g.assign(gap_before_us=_after_warmup(g.gap_before_us, warmup_steps)) for g in groups]
-    )
-    span_s = sum(_span_us(g) for g in groups) / 1e6
-    empty = pd.DataFrame(columns=REQUEST_COLUMNS)
-    summary = summarize(sample, empty, {}, {}, span_s, warmup_steps=0)
-    gaps_total = float(table.gap_before_us.sum())
-    spans = sum(_span_us(g) for g in groups)
-    summary.update(
-        {
-            "gap_total_us": gaps_total,
-            "busy_total_us": float(table.busy_us.sum()),
-            "idle_inside_total_us": float(table.idle_inside_us.sum()),
-            "device_span_us": max((_span_us(g) for g in groups), default=math.nan),
-            "idle_fraction": gaps_total / spans if spans > 0 else math.nan,
-            "warmup_steps": warmup_steps,
-            "num_steps": int(table.groupby(keys).size().max()) if len(table) else 0,
-            "num_decode_steps": int(table.groupby(keys).size().max()) if len(table) else 0,
-            "num_groups": len(groups),
-        }
-    )
-    summary.update({key: None for key in UNKNOWN_FROM_TRACE})
-    return summary
-
-
-def _after_warmup(gaps: pd.Series, warmup_steps: int) -> pd.Series:
-    kept = gaps.copy()
-    kept.iloc[:warmup_steps] = np.nan
-    return kept
-
-
-def _span_us(rows: pd.DataFrame) -> float:
-    return float(rows.device_end_us.max() - rows.device_start_us.min()) if len(rows) else 0.0
+def _groups(table: pd.DataFrame, idle: list[dict], options: StepOptions, warmup: int) -> list[dict]:
+    """Per rank/device(/stream): steps, gap p50 and the three idle figures."""
+    out = []
+    keys = options.group_keys
+    for figures in idle:
+        mine = np.ones(len(table), dtype=bool)
+        for k in keys:
+            mine &= table[k].astype(str).to_numpy() == str(figures[k])
+        rows = table[mine]
+        gaps = rows.gap_before_us.iloc[warmup:].dropna()
+        out.append(
+            {
+                **{k: figures[k] for k in keys},
+                "steps": len(rows),
+                "gap_p50_us": float(gaps.median()) if len(gaps) else float("nan"),
+                "idle_between_steps_us": figures["between_us"],
+                "idle_inside_steps_us": figures["inside_us"],
+                "device_idle_total_us": figures["total_us"],
+                "span_us": figures["span_us"],
+                "overlap_us": float(rows.overlap_before_us.sum()),
+            }
+        )
+    return out

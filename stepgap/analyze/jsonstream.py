@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepgap.analyze.chunks import Progress, byte_chunks
 from stepgap.analyze.trace import TraceError
 
-CHUNK_BYTES = 16 << 20  # decompressed bytes handled per round
-RAW_BYTES = 4 << 20  # compressed bytes read per zlib call
 HEADER_LIMIT = 64 << 20  # a header larger than this is not a trace header
 MAX_PENDING = 4 << 20  # an event (or header value) still undecodable with this much after it
 
-Progress = Callable[[int, int], None]
 _WHITESPACE = " \t\n\r"
 _SEPARATOR = re.compile(rb"\}\s*,\s*\{")
 _DECODER = json.JSONDecoder()
@@ -57,56 +54,15 @@ class Batch:
     events: list[dict] = field(default_factory=list)
 
 
-def decode_pieces(pieces: list[bytes], path: Path | str) -> list[dict]:
-    """Decode raw events (as `Batch.pieces` holds them) in one call."""
+def decode_pieces(pieces: list[bytes], path: Path | str, parse_float=None) -> list[dict]:
+    """Decode raw events (as `Batch.pieces` holds them) in one call; `parse_float` as for
+    `json.loads` (`Decimal` keeps timestamps exact)."""
     try:
-        events = json.loads(b"[{" + b"},{".join(pieces) + b"}]")
+        events = json.loads(b"[{" + b"},{".join(pieces) + b"}]", parse_float=parse_float)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         problem = getattr(error, "msg", type(error).__name__)
         raise TraceError(f"{path}: invalid JSON inside traceEvents ({problem})") from None
     return [e for e in events if type(e) is dict]
-
-
-# -- bytes in ------------------------------------------------------------------------------------
-def byte_chunks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
-    """The file's decompressed bytes in chunks; gzip is recognised by its magic bytes."""
-    total = path.stat().st_size
-    with open(path, "rb") as handle:
-        gzipped = handle.read(2) == b"\x1f\x8b"
-        handle.seek(0)
-        if gzipped:
-            yield from _gunzip(handle, path, total, progress)
-            return
-        while block := handle.read(CHUNK_BYTES):
-            if progress:
-                progress(handle.tell(), total)
-            yield block
-
-
-def _gunzip(handle, path: Path, total: int, progress: Progress | None) -> Iterator[bytes]:
-    """Inflate at most CHUNK_BYTES at a time (traces compress ~20x: one raw block can hold
-    hundreds of MB), member after member."""
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    try:
-        while raw := handle.read(RAW_BYTES):
-            data = raw
-            while data:
-                out = inflater.decompress(data, CHUNK_BYTES)
-                data = inflater.unconsumed_tail
-                if inflater.eof:  # a member ended; another may follow (zeros may pad it)
-                    data = inflater.unused_data + data
-                    if not data.strip(b"\x00"):
-                        data = b""
-                    elif data:
-                        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                if out:
-                    yield out
-            if progress:
-                progress(handle.tell(), total)
-    except zlib.error as error:
-        raise TraceError(f"{path}: corrupt gzip data ({error})") from None
-    if not inflater.eof:
-        raise TraceError(f"{path}: truncated gzip file (it ends before its end-of-stream marker)")
 
 
 # -- the top-level object ------------------------------------------------------------------------
@@ -118,11 +74,11 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _decode_value(text: str, pos: int, final: bool) -> tuple[Any, int]:
+def _decode_value(text: str, pos: int, final: bool, decoder=_DECODER) -> tuple[Any, int]:
     """One JSON value at `pos`. Before the end of the file, a value that fails near the
     buffer's end may just be cut by it (`_NeedMore`); one that fails far from it is bad."""
     try:
-        return _DECODER.raw_decode(text, pos)
+        return decoder.raw_decode(text, pos)
     except json.JSONDecodeError:
         if not final and len(text) - pos < MAX_PENDING:
             raise _NeedMore from None
@@ -178,12 +134,19 @@ class EventStream:
     `classify` is searched in each event's raw bytes: no match drops the event, a match
     files it under the pattern's first group (b"" when that group did not take part). It
     may keep extra events (the caller filters exactly) but must not drop one it needs.
+    Decoded events' floats are made by `parse_float` (`json.loads`' default: float).
     """
 
     def __init__(
-        self, path: Path, classify: re.Pattern[bytes], progress: Progress | None = None
+        self,
+        path: Path,
+        classify: re.Pattern[bytes],
+        progress: Progress | None = None,
+        parse_float=None,
     ) -> None:
         self.path = Path(path)
+        self.parse_float = parse_float
+        self.decoder = json.JSONDecoder(parse_float=parse_float)
         self.classify = classify
         self.progress = progress
         self.header: dict[str, Any] = {}
@@ -292,11 +255,11 @@ class EventStream:
         for piece in parts:
             match = search(piece)
             if match is None:
-                if not _balanced(piece) and _whole(piece) is None:
+                if not _balanced(piece) and _whole(piece, self.parse_float) is None:
                     return False
                 continue
             if not _balanced(piece):
-                event = _whole(piece)  # odd counts inside strings, or a wrong split?
+                event = _whole(piece, self.parse_float)  # odd counts in strings, wrong split?
                 if event is None:
                     return False
                 batch.events.append(event)
@@ -338,7 +301,7 @@ class EventStream:
                         raise _NeedMore
                     self._trailer(text, pos + 1)
                     return events, b""
-                event, end = _decode_value(text, pos, final)
+                event, end = _decode_value(text, pos, final, self.decoder)
                 if not isinstance(event, dict):
                     raise self._error("traceEvents holds something that is not an event object")
                 after = _skip_ws(text, end)
@@ -398,10 +361,10 @@ def _balanced(piece: bytes) -> bool:
     )
 
 
-def _whole(piece: bytes) -> dict | None:
+def _whole(piece: bytes, parse_float=None) -> dict | None:
     """The event `piece` holds, if it is exactly one JSON object's inside."""
     try:
-        event = json.loads(b"{" + piece + b"}")
+        event = json.loads(b"{" + piece + b"}", parse_float=parse_float)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     return event if isinstance(event, dict) else None

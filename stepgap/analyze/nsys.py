@@ -6,7 +6,8 @@ Tables used (Nsight Systems' documented export schema; absent tables are empty):
   start-end (60) ranges, named by `text` or `textId`;
 - `CUPTI_ACTIVITY_KIND_RUNTIME` / `_DRIVER(start, end, globalTid, correlationId, nameId)`;
 - `CUPTI_ACTIVITY_KIND_KERNEL`, `_MEMCPY`, `_MEMSET(start, end, deviceId, streamId,
-  correlationId, globalPid)`;
+  correlationId, globalPid)`, and a memcpy's `copyKind`, `srcKind`, `dstKind` when present
+  (CUPTI's CUpti_ActivityMemcpyKind and CUpti_ActivityMemoryKind codes);
 - `TARGET_INFO_SESSION_START_TIME(utcEpochNs)` and `TARGET_INFO_GPU(name)` when present.
 Times are integer ns from the session start; `globalTid` packs pid and tid as
 `pid = globalTid / 0x1000000 % 0x1000000`, `tid = globalTid % 0x1000000`.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stepgap.analyze.timestamps import NS_PER_US
 from stepgap.analyze.trace import (
     KERNEL,
     MEMCPY,
@@ -29,7 +31,6 @@ from stepgap.analyze.trace import (
     calls_frame,
     ops_frame,
     ranges_frame,
-    shift_times,
 )
 
 PUSH_POP_RANGE, START_END_RANGE = 59, 60
@@ -50,6 +51,8 @@ REQUIRED = {
         for t in OP_TABLES.values()
     },
 }
+COPY_KINDS = {1: "HtoD", 2: "DtoH", 8: "DtoD", 9: "HtoH", 10: "PtoP"}  # CUpti_ActivityMemcpyKind
+HOST_MEMORY = {1: "pageable", 2: "pinned"}  # CUpti_ActivityMemoryKind
 _PID = f"(({{col}} / {ID_SHIFT}) % {ID_SHIFT})"
 _TID = f"({{col}} % {ID_SHIFT})"
 
@@ -165,8 +168,8 @@ def _ops(export: _Export) -> pd.DataFrame:
             continue
         frame = export.query(
             "SELECT start, end, deviceId AS device, streamId AS stream, "
-            f"correlationId AS correlation, {_PID.format(col='globalPid')} AS pid "
-            f"FROM {table} WHERE end >= start"
+            f"correlationId AS correlation, {_PID.format(col='globalPid')} AS pid, "
+            f"{_copy_columns(export.columns[table])} FROM {table} WHERE end >= start"
         )
         frames.append(frame.assign(kind=kind))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -174,8 +177,42 @@ def _ops(export: _Export) -> pd.DataFrame:
         return ops_frame([], [], [], [], [], [], [])
     frame = _numbers(frame, ["start", "end"], ["device", "stream", "correlation", "pid"])
     return ops_frame(
-        frame.kind, frame.start, frame.end, frame.device, frame.stream, frame.correlation, frame.pid
+        frame.kind,
+        frame.start,
+        frame.end,
+        frame.device,
+        frame.stream,
+        frame.correlation,
+        frame.pid,
+        _copy_details(frame),
     )
+
+
+def _copy_columns(columns: set[str]) -> str:
+    """The memcpy detail columns a table has (NULL for those it lacks)."""
+    return ", ".join(
+        f"{name} AS {name}" if name in columns else f"NULL AS {name}"
+        for name in ("copyKind", "srcKind", "dstKind")
+    )
+
+
+def _copy_details(frame: pd.DataFrame) -> list[str]:
+    """ "DtoH pageable" and the like, from CUPTI's copy and memory kinds."""
+    details = []
+    for kind, copy, source, target in zip(
+        frame.kind, frame.copyKind, frame.srcKind, frame.dstKind, strict=True
+    ):
+        direction = COPY_KINDS.get(_code(copy), "") if kind == MEMCPY else ""
+        host = _code(target) if direction.endswith("toH") else _code(source)
+        details.append(f"{direction} {HOST_MEMORY.get(host, '')}".strip() if direction else "")
+    return details
+
+
+def _code(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def read_nsys(path: Path, rank: int, progress: Callable[[int, int], None] | None = None):
@@ -195,13 +232,13 @@ def read_nsys(path: Path, rank: int, progress: Callable[[int, int], None] | None
         device_name = export.scalar("SELECT name FROM TARGET_INFO_GPU ORDER BY id LIMIT 1")
     finally:
         export.close()
-    data = TraceData(str(path), "nsys", rank, ranges, calls, ops, device_name=device_name)
+    # Times are ns from the session start (exact in a float for 100 days): µs from the first
     starts = [f.start_us.min() for f in (ranges, calls, ops) if len(f)]
-    origin = min(starts) if starts else 0.0
-    shift_times(data, -origin)
-    for frame in (ranges, calls, ops):  # ns -> µs
-        frame["start_us"] /= 1000.0
-        frame["end_us"] /= 1000.0
+    origin = int(min(starts)) if starts else 0
+    for frame in (ranges, calls, ops):
+        frame["start_us"] = (frame.start_us - origin) / NS_PER_US
+        frame["end_us"] = (frame.end_us - origin) / NS_PER_US
+    data = TraceData(str(path), "nsys", rank, ranges, calls, ops, device_name=device_name)
     if isinstance(session_ns, int):
-        data.origin_ns = session_ns + int(origin)
+        data.origin_ns = session_ns + origin
     return data

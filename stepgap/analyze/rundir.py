@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import platform
+import sys
 from dataclasses import asdict
+from typing import Any
 
 import pandas as pd
 
 from stepgap import environment
-from stepgap.analyze.analysis import REQUEST_COLUMNS, TraceAnalysis
+from stepgap.analyze.analysis import TraceAnalysis
+from stepgap.analyze.summary import REQUEST_COLUMNS
 from stepgap.runs import RunData
-
-MODES = ("sync", "overlap", "unknown")
 
 
 def to_run_data(analysis: TraceAnalysis, name: str, mode: str = "unknown") -> RunData:
     """The analysis as `RunData`: steps.csv is the per-step table, requests.csv and
     tokens.jsonl are empty (a trace holds no requests), `meta["source"]` is
-    `trace:<format>`."""
-    env = environment.collect({"kind": "trace"})
-    env.pop("driver", None)
-    env["device"] = {"kind": "cuda", "name": _device_name(analysis)}
+    `trace:<format>`; the gap causes and per-group idle figures are in run.json."""
     meta = {
         "name": name,
         "mode": mode,
         "source": f"trace:{analysis.format}",
         "complete": True,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "environment": env,
+        "environment": _environment(analysis),
         "config": {
             "analyze": asdict(analysis.options),
+            "step_rule": analysis.step_rule.value,
             "step_source": analysis.step_source,
             "warmup_steps": analysis.warmup_steps,
         },
@@ -37,12 +38,28 @@ def to_run_data(analysis: TraceAnalysis, name: str, mode: str = "unknown") -> Ru
         "summary": analysis.summary,
         "host_waits": {},
         "traces": analysis.traces,
-        "groups": analysis.groups(),
+        "groups": analysis.groups,
+        "gap_causes": analysis.causes,
         "unattributed_device_ops": analysis.unattributed_ops,
     }
     if analysis.notes:
         meta["notes"] = list(analysis.notes)
     return RunData(meta, analysis.steps, pd.DataFrame(columns=REQUEST_COLUMNS))
+
+
+def _environment(analysis: TraceAnalysis) -> dict[str, Any]:
+    """Where the analysis ran (not where the trace was recorded: the trace says little of
+    that) — without importing torch, which `environment.collect` reports on."""
+    return {
+        "device": {"kind": "cuda", "name": _device_name(analysis)},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "stepgap": environment._version("stepgap"),
+        "git_revision": environment._git_revision(),
+        "command": " ".join(["stepgap", *sys.argv[1:]]) if sys.argv else None,
+    }
 
 
 def _device_name(analysis: TraceAnalysis) -> str:

@@ -6,26 +6,41 @@ A reader turns one file (one rank) into a `TraceData`:
 - `calls`: CUDA runtime / driver calls, the launchers of device work: name, start_us,
   end_us, pid, tid, correlation;
 - `ops`: device activity (kernels, memcpy, memset): kind, start_us, end_us, device, stream,
-  correlation, pid (the launching process, or UNKNOWN_PID where the file holds only one).
-Times are float µs from the file's own first timestamp; `origin_ns` is that instant on an
-absolute clock (Unix epoch ns) when the file says so, which is how several ranks line up.
+  correlation, pid (the launching process, or UNKNOWN_PID where the file holds only one),
+  copy (a memcpy's direction and host memory, e.g. "DtoH pageable"; "" otherwise).
+Times are float µs from the file's own first timestamp, converted from exact integer ns
+(`timestamps`); `origin_ns` is that instant on an absolute clock (Unix epoch ns) when the
+file says so, which is how several ranks line up.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-KERNEL, MEMCPY, MEMSET = "kernel", "memcpy", "memset"
-OP_KINDS = (KERNEL, MEMCPY, MEMSET)
+
+class OpKind(enum.StrEnum):
+    """What a device op is."""
+
+    KERNEL = "kernel"
+    MEMCPY = "memcpy"
+    MEMSET = "memset"
+
+
+KERNEL, MEMCPY, MEMSET = OpKind.KERNEL, OpKind.MEMCPY, OpKind.MEMSET
+OP_KINDS = tuple(k.value for k in OpKind)
 UNKNOWN_PID = -1
 
 RANGE_COLUMNS = ["name", "start_us", "end_us", "pid", "tid"]
 CALL_COLUMNS = ["name", "start_us", "end_us", "pid", "tid", "correlation"]
-OP_COLUMNS = ["kind", "start_us", "end_us", "device", "stream", "correlation", "pid"]
+OP_COLUMNS = ["kind", "start_us", "end_us", "device", "stream", "correlation", "pid", "copy"]
+# "Memcpy DtoH (Device -> Pageable)", as Kineto names a copy
+_COPY_NAME = re.compile(r"Memcpy (\w+) \((\w+) -> (\w+)\)")
 
 
 class TraceError(Exception):
@@ -85,8 +100,9 @@ def calls_frame(names, starts, ends, pids, tids, correlations) -> pd.DataFrame:
     return frame[CALL_COLUMNS]
 
 
-def ops_frame(kinds, starts, ends, devices, streams, correlations, pids) -> pd.DataFrame:
-    """Device activity as a table; `kinds` holds values of OP_KINDS."""
+def ops_frame(kinds, starts, ends, devices, streams, correlations, pids, copies=None):
+    """Device activity as a table; `kinds` holds values of OP_KINDS, `copies` copy details."""
+    copies = [""] * len(kinds) if copies is None else copies
     return pd.DataFrame(
         {
             "kind": pd.Categorical(kinds, categories=OP_KINDS),
@@ -96,9 +112,21 @@ def ops_frame(kinds, starts, ends, devices, streams, correlations, pids) -> pd.D
             "stream": np.asarray(streams, dtype=np.int64),
             "correlation": np.asarray(correlations, dtype=np.int64),
             "pid": np.asarray(pids, dtype=np.int64),
+            "copy": pd.Categorical(copies),
         },
         columns=OP_COLUMNS,
     )
+
+
+def copy_detail(name: str) -> str:
+    """A Kineto memcpy's name as direction and host memory: "DtoH pageable", "DtoD"."""
+    found = _COPY_NAME.search(name)
+    if not found:
+        return ""
+    direction, source, target = found.groups()
+    host = target if direction.endswith("toH") else source
+    memory = host.lower() if host.lower() in ("pageable", "pinned") else ""
+    return f"{direction} {memory}".strip()
 
 
 def shift_times(data: TraceData, offset_us: float) -> None:

@@ -5,23 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
-from stepgap.analyze import StepOptions, TraceAnalysis, TraceError, analyze_traces, to_run_data
-from stepgap.analyze.rundir import MODES
-from stepgap.cli.common import (
-    UsageError,
-    console,
-    err_console,
-    handle_errors,
-    print_json,
-    table,
-)
-from stepgap.runs import check_writable, save_run
+from stepgap.cli.common import UsageError, console, err_console, handle_errors, print_json, table
 
+if TYPE_CHECKING:
+    from stepgap.analyze import StepOptions, TraceAnalysis
+
+MODES = ("sync", "overlap", "unknown")
 SHOWN = [
     ("gap_p50_us", "gap p50 (µs)"),
     ("gap_p90_us", "gap p90 (µs)"),
@@ -29,12 +23,23 @@ SHOWN = [
     ("gap_mean_us", "gap mean (µs)"),
     ("gap_max_us", "gap max (µs)"),
     ("gap_samples", "gaps counted"),
-    ("idle_fraction", "idle fraction"),
-    ("gap_total_us", "gaps total (µs)"),
-    ("idle_inside_total_us", "idle inside steps (µs)"),
-    ("busy_total_us", "busy total (µs)"),
-    ("device_span_us", "device span (µs)"),
+    ("idle_between_steps_us", "idle between steps (µs)"),
+    ("idle_between_steps_fraction", "idle between steps (of span)"),
+    ("idle_inside_steps_us", "idle inside steps (µs)"),
+    ("idle_inside_steps_fraction", "idle inside steps (of span)"),
+    ("device_idle_total_us", "device idle, total (µs)"),
+    ("device_idle_total_fraction", "device idle, total (of span)"),
+    ("analysed_span_us", "analysed span (µs)"),
+    ("overlap_total_us", "steps overlapping (µs)"),
     ("num_steps", "steps"),
+]
+GROUP_COLUMNS = [
+    ("steps", "steps"),
+    ("gap_p50_us", "gap p50 (µs)"),
+    ("idle_between_steps_us", "idle between (µs)"),
+    ("idle_inside_steps_us", "idle inside (µs)"),
+    ("device_idle_total_us", "device idle (µs)"),
+    ("overlap_us", "overlap (µs)"),
 ]
 
 
@@ -57,8 +62,9 @@ def analyze(
         str | None,
         typer.Option(
             "--range",
-            help="Regex naming the per-step host ranges (default: the first that matches of "
-            "stepgap/launch, execute_model|forward, ProfilerStep#N).",
+            help="Regex naming the per-step host ranges (default: the first known rule that "
+            "matches: ProfilerStep#N, then vLLM, SGLang, TensorRT-LLM and stepgap step "
+            "annotations).",
         ),
     ] = None,
     split_idle_us: Annotated[
@@ -82,9 +88,13 @@ def analyze(
     warmup_steps: Annotated[int, typer.Option(help="Steps left out of gap stats.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
 ) -> None:
-    """Turn foreign traces into stepgap's per-step table and summary: steps from host ranges
-    (record_function, NVTX) with device work attributed by correlation id, or from the
-    kernel timeline alone; saved as a run directory that compare, report and gate read."""
+    """Turn foreign traces into stepgap's per-step table and summary: steps from the known
+    engines' step annotations (or --range), device work attributed to them by correlation
+    id from any thread; gaps, overlaps, three idle figures and what the host did in each gap;
+    saved as a run directory that compare, report and gate read."""
+    from stepgap.analyze import StepOptions, TraceError, to_run_data
+    from stepgap.runs import check_writable, save_run
+
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     run_name = name or _trace_name(traces[0])
@@ -95,8 +105,8 @@ def analyze(
     try:
         options = StepOptions(step_range, split_idle_us, streams, event_marks)
         result = _analyze_with_progress(traces, options, warmup_steps, quiet=json_output)
-    except TraceError as error:
-        raise UsageError(str(error)) from None
+    except TraceError as error:  # user data (names, paths) must not be read as markup
+        raise UsageError(escape(str(error))) from None
     if save:
         save_run(to_run_data(result, run_name, mode), target, force)
     if json_output:
@@ -113,6 +123,10 @@ def _trace_name(path: Path) -> str:
 def _analyze_with_progress(
     traces: list[Path], options: StepOptions, warmup_steps: int, quiet: bool
 ) -> TraceAnalysis:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from stepgap.analyze import analyze_traces
+
     if quiet:
         return analyze_traces(traces, options, warmup_steps)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
@@ -121,7 +135,7 @@ def _analyze_with_progress(
 
         def progress(path: str, done: int, total: int) -> None:
             if path not in tasks:
-                tasks[path] = bar.add_task(f"reading {Path(path).name}", total=total)
+                tasks[path] = bar.add_task(escape(f"reading {Path(path).name}"), total=total)
             bar.update(tasks[path], completed=done, total=total)
 
         return analyze_traces(traces, options, warmup_steps, progress)
@@ -129,15 +143,44 @@ def _analyze_with_progress(
 
 def _report(result: TraceAnalysis, run_name: str, target: Path | None) -> None:
     sources = ", ".join(f"{t['path']} ({t['format']}, rank {t['rank']})" for t in result.traces)
-    console.print(f"[bold]{run_name}[/]: {sources}")
-    console.print(f"steps from {result.step_source}", highlight=False)
+    console.print(f"{run_name}: {sources}", markup=False, highlight=False)
+    console.print(f"steps from {result.step_source}", markup=False, highlight=False)
     rows = [[label, result.summary.get(key)] for key, label in SHOWN]
     console.print(table("summary", ["metric", "value"], rows))
-    groups = result.groups()
-    if len(groups) > 1:
-        keys = list(groups[0])
-        console.print(table("per group", keys, [[g[k] for k in keys] for g in groups]))
+    if len(result.groups) > 1:
+        _print_groups(result)
+    _print_causes(result.causes)
     for note in result.notes:
-        err_console.print(f"[yellow]note:[/] {note}")
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
     if target is not None:
-        console.print(f"saved: {target}")
+        console.print(f"saved: {target}", markup=False, highlight=False)
+
+
+def _print_groups(result: TraceAnalysis) -> None:
+    keys = result.options.group_keys
+    header = [*keys, *(label for _, label in GROUP_COLUMNS)]
+    rows = [[g[k] for k in keys] + [g[c] for c, _ in GROUP_COLUMNS] for g in result.groups]
+    console.print(
+        table("per rank and device" + (" and stream" if len(keys) > 2 else ""), header, rows)
+    )
+
+
+def _print_causes(causes: dict) -> None:
+    console.print(f"why the gaps: {causes.get('headline', 'no step gaps')}", markup=False)
+    if causes.get("by_cause"):
+        rows = [
+            [c["wait"], c["wait_range"], c["after"], c["gaps"], c["us"], c["share"]]
+            for c in causes["by_cause"]
+        ]
+        header = ["host wait before the gap", "inside", "waited for", "gaps", "µs", "share"]
+        console.print(table("gap time by cause", header, _plain_rows(rows)))
+    if causes.get("by_range"):
+        rows = [[r["range"], r["us"], r["share"]] for r in causes["by_range"]]
+        console.print(
+            table("gap time by host range", ["host range", "µs", "share"], _plain_rows(rows))
+        )
+
+
+def _plain_rows(rows: list[list]) -> list[list]:
+    """Cells of user data with rich markup escaped (range names hold brackets)."""
+    return [[escape(v) if isinstance(v, str) else v for v in row] for row in rows]

@@ -5,8 +5,12 @@ hand-made traces."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reference_engine import RunOutput, SamplingParams
+from reference_engine import SamplingParams
+
+if TYPE_CHECKING:
+    from reference_engine import RunOutput
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,13 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reference_engine.faults import FAULT_INFO
 from stepgap.verify.checks import CHECKS, Finding, describe_checks
-from stepgap.verify.runner import CaseResult, FaultTable, VerifyResult
+
+if TYPE_CHECKING:
+    from stepgap.verify.runner import CaseResult, FaultTable, VerifyResult
 
 SCHEMA = "stepgap-verify/1"
 

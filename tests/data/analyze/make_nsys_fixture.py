@@ -14,9 +14,10 @@ at host times H = 100, 300, 600, 1000 µs. In each `stepgap/launch` [H, H + 50] 
     H + 7  cudaMemcpyAsync   -> memcpy D2H on stream 7   [H + 45, H + 47]
     H + 9  cudaMemsetAsync   -> memset     on stream 13  [H + 52, H + 53]   (third step only)
 
-plus two launches that belong to no step: one before the first range (t = 20 µs, kernel
-[25, 30] on stream 7) and one from another thread during the second step (t = 320 µs,
-kernel [341, 343] on stream 7). Run `python tests/data/analyze/make_nsys_fixture.py`.
+plus two launches outside the ranges: one before the first range (t = 20 µs, kernel
+[25, 30] on stream 7: no step's) and one from another thread during the second step
+(t = 320 µs, kernel [341, 343] on stream 7: the second step's, by its time).
+Run `python tests/data/analyze/make_nsys_fixture.py`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "analyze"
 NSYS_FIXTURE = DATA / "nsys_two_streams.sqlite"
 HF_FIXTURE = DATA / "hf_llama_decode.trace.json.gz"
 LAYOUTS = ("kineto", "indent", "spaced", "minified")
+FIXTURES = {  # the committed fixtures of tests/data/analyze/make_trace_fixtures.py: step ranges
+    "training_two_threads": r"^ProfilerStep#\d+$",
+    "sglang_overlap": r"^step\[",
+    "epoch_timestamps": r"^ProfilerStep#\d+$",
+    "vllm_graph_sync": r"^execute_context_",
+}
+VLLM_STEP = "execute_context_0(0)_generation_4(4)"  # vLLM's step annotation (rules.py)
 
 
 class KinetoTrace:
@@ -125,12 +132,12 @@ class KinetoTrace:
 
 
 def decode_loop(steps: int = 4, base_ns: int | None = None, period: float = 100.0):
-    """`steps` steps: an `execute_model` range each, launching an H2D copy, two kernels and a
-    D2H copy on stream 7; device start 10 µs into the range, gaps growing by 5 µs."""
+    """`steps` steps: a vLLM step range each, launching an H2D copy, two kernels and a D2H
+    copy on stream 7; device start 10 µs into the range, gaps growing by 5 µs."""
     trace = KinetoTrace(base_ns=base_ns)
     for i in range(steps):
         h = 1000.0 + i * period + i * (i + 1) * 2.5
-        trace.range("execute_model", h, 50.0)
+        trace.range(VLLM_STEP, h, 50.0)
         trace.launch(h + 1, h + 10, h + 12, "gpu_memcpy")
         trace.launch(h + 3, h + 14, h + 30)
         trace.launch(h + 5, h + 33, h + 60)

@@ -7,7 +7,7 @@ import pytest
 
 from stepgap.analyze.chrome import ChromeColumns, read_chrome
 
-from .conftest import LAYOUTS, decode_loop
+from .conftest import LAYOUTS, VLLM_STEP, decode_loop
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -15,7 +15,7 @@ def test_columns_hold_ranges_calls_and_device_ops(tmp_path, layout):
     path = decode_loop(steps=3).write(tmp_path / "t.json.gz", layout)
     data = read_chrome(path, rank=5)
     assert data.rank == 5 and data.format == "chrome" and data.device_name == "GPU-X"
-    assert list(data.ranges.name.astype(str)) == ["execute_model"] * 3
+    assert list(data.ranges.name.astype(str)) == [VLLM_STEP] * 3
     assert len(data.calls) == 12 and set(data.calls.name.astype(str)) == {
         "cudaLaunchKernel",
         "cudaMemcpyAsync",
@@ -88,3 +88,46 @@ def test_malformed_events_are_skipped_and_counted(tmp_path, make_trace):
     ops[1]["args"] = [1, 2]  # not an object
     data = read_chrome(trace.write(tmp_path / "t.json"), 0)
     assert len(data.ops) == 1 and data.meta["malformed_events"] == 2
+
+
+def test_paddle_profiler_traces_as_fastdeploy_writes_them(tmp_path):
+    """Paddle's chrometracing_logger.cc: ProfileStep#N[...] on "tid(Python)", CudaRuntime
+    calls and Kernel / Memcpy ops with args["correlation id"], integer-µs timestamps."""
+    events = []
+    for i in range(3):
+        at = 1_000 + 100 * i
+        events.append(_paddle("ProfileStep", f"ProfileStep#{i}[90.000 us]", at, 90, "7(Python)"))
+        for k, (cat, name) in enumerate((("Kernel", "gemm"), ("Memcpy", "Memcpy DtoH"))):
+            correlation = 10 * i + k + 1
+            call = _paddle("CudaRuntime", "cudaLaunchKernel[2.000 us]", at + 1 + k, 2, "7(C++)")
+            call["args"]["correlation id"] = correlation
+            op = _paddle(cat, f"{name}[5.000 us]", at + 10 + 20 * k, 5, 7)
+            op["pid"] = 0
+            op["args"].update({"stream": 7, "correlation id": correlation})
+            if cat == "Kernel":
+                op["args"]["device"] = 0
+            events += [call, op]
+    path = tmp_path / "paddle.json"
+    path.write_text(json.dumps({"traceEvents": events}, indent=2))
+    from stepgap.analyze import StepRule, analyze_traces
+
+    result = analyze_traces([path])
+    assert result.step_rule is StepRule.PROFILER_STEP
+    assert list(result.steps.range_name) == ["ProfileStep#0", "ProfileStep#1", "ProfileStep#2"]
+    assert list(result.steps.kernels) == [1] * 3 and list(result.steps.memcpys) == [1] * 3
+    assert list(result.steps.gap_before_us.dropna()) == [75.0, 75.0]
+    assert set(result.steps.launch_threads) == {"7"}
+
+
+def _paddle(cat: str, name: str, ts: int, dur: float, tid) -> dict:
+    args = {"start_time": f"{ts} us", "end_time": f"{ts + dur} us"}
+    return {
+        "name": name,
+        "pid": 4242,
+        "tid": tid,
+        "ts": ts,
+        "dur": dur,
+        "ph": "X",
+        "cat": cat,
+        "args": args,
+    }

@@ -11,7 +11,7 @@ import stepgap
 from stepgap.analyze import STEP_COLUMNS
 from stepgap.cli import app
 
-from .conftest import NSYS_FIXTURE, decode_loop
+from .conftest import DATA, NSYS_FIXTURE, decode_loop
 
 
 def invoke(*args):
@@ -94,7 +94,11 @@ def _not_a_trace(tmp_path):
         (_truncated_gzip, [], "truncated gzip"),
         (_invalid_json, [], "invalid JSON inside traceEvents"),
         (_no_device_events, [], "no device activity"),
-        (lambda p: decode_loop().write(p / "t.json"), ["--range", "^step$"], "execute_model (4)"),
+        (
+            lambda p: decode_loop().write(p / "t.json"),
+            ["--range", "^step$"],
+            "execute_context_N(N)",
+        ),
         (_not_an_export, [], "not an Nsight Systems export"),
         (_not_a_trace, [], "neither a Chrome trace"),
         (lambda p: p / "missing.json", [], "does not exist"),
@@ -118,3 +122,40 @@ def test_an_existing_run_is_kept_without_force(tmp_path, loop_trace):
     assert result.exit_code == 2 and "already exists" in result.output
     assert (tmp_path / "a" / "run.json").read_bytes() == before
     assert invoke(path, "--out", tmp_path / "a", "--force").exit_code == 0
+
+
+def test_json_carries_the_three_idle_figures_and_the_causes(tmp_path):
+    result = invoke(DATA / "vllm_graph_sync.trace.json.gz", "--json", "--no-save")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    summary = data["summary"]
+    for key in ("idle_between_steps_us", "idle_inside_steps_us", "device_idle_total_us"):
+        assert summary[key] > 0 and summary[key.replace("_us", "_fraction")] is not None
+    total = summary["idle_between_steps_us"] + summary["idle_inside_steps_us"]
+    assert summary["device_idle_total_us"] == pytest.approx(total)
+    assert data["step_rule"] == "vllm"
+    assert data["gap_causes"]["by_cause"][0]["share"] == pytest.approx(1.0)
+    assert data["traces"][0]["launch_threads"] == [{"pid": 4100, "tid": 1, "device_ops": 504}]
+
+
+def test_tables_name_the_rule_the_idle_figures_and_the_cause(tmp_path):
+    result = invoke(DATA / "sglang_overlap.trace.json.gz", "--no-save")
+    assert result.exit_code == 0, result.output
+    assert "steps from rule sglang: SGLang step[MODE bs=N]" in result.output
+    for label in ("idle between steps", "idle inside steps", "device idle, total", "overlap"):
+        assert label in result.output
+    assert "why the gaps:" in result.output
+
+
+def test_error_messages_keep_text_in_square_brackets(tmp_path):
+    result = invoke(DATA / "sglang_overlap.trace.json.gz", "--range", "^nothing$", "--no-save")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "step[DECODE bs=N] (9), step[EXTEND bs=N toks=N] (1)" in result.output
+
+
+def test_a_saved_trace_run_keeps_causes_and_groups(tmp_path):
+    assert invoke(DATA / "sglang_overlap.trace.json.gz", "--out", tmp_path / "s").exit_code == 0
+    run = stepgap.load_run(tmp_path / "s")
+    assert run.meta["config"]["step_rule"] == "sglang" and run.meta["gap_causes"]["headline"]
+    assert run.meta["groups"][0]["overlap_us"] > 0
+    assert (run.steps.gap_before_us.dropna() >= 0).all()

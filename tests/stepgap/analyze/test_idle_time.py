@@ -84,7 +84,7 @@ def test_synthetic_decode_loop_matches_its_generator(tmp_path, every):
     path = tmp_path / "synthetic.json.gz"
     truth = bench.generate(path, events=20_000, kernels_per_step=20, profiler_step_every=every)
     check_idle(path)
-    steps = analyze_traces([path]).steps  # the execute_model ranges name the steps
+    steps = analyze_traces([path]).steps  # the vLLM step ranges name the steps
     starts, ends = truth.step_starts_ns, truth.step_ends_ns
     assert len(steps) == len(starts)
     gaps = [(s - e) / 1e3 for s, e in zip(starts[1:], ends[:-1], strict=True)]

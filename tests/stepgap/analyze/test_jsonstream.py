@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from stepgap.analyze import jsonstream
-from stepgap.analyze.chrome import CLASSIFY
+from stepgap.analyze import chunks
+from stepgap.analyze.chrome_fields import CLASSIFY
 from stepgap.analyze.jsonstream import EventStream, decode_pieces
 from stepgap.analyze.trace import TraceError
 
@@ -16,8 +16,8 @@ from .conftest import LAYOUTS, decode_loop
 def streamed(path, monkeypatch=None, chunk=None):
     """Every event the stream hands over (kept pieces decoded), and the stream."""
     if chunk is not None:
-        monkeypatch.setattr(jsonstream, "CHUNK_BYTES", chunk)
-        monkeypatch.setattr(jsonstream, "RAW_BYTES", max(16, chunk // 4))
+        monkeypatch.setattr(chunks, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(chunks, "RAW_BYTES", max(16, chunk // 4))
     stream = EventStream(path, CLASSIFY)
     events = []
     for batch in stream:

@@ -3,7 +3,9 @@
 tests/data/analyze/make_nsys_fixture.py documents the layout: NVTX `stepgap/launch` ranges
 at host 100, 300, 600, 1000 µs; per step an H2D copy and kernel_a on stream 7, kernel_b on
 stream 13, a D2H copy on stream 7 and, in the third step, a memset on stream 13; two
-launches outside the steps. The earliest event (a launch at 20 µs) is time zero.
+launches from outside the step ranges: the warm-up one belongs to no step, the other
+thread's (at 320 µs, in the second step's time) to the second step. The earliest event (a
+launch at 20 µs) is time zero.
 """
 
 import sqlite3
@@ -27,7 +29,7 @@ MERGED = pd.DataFrame(
         "device_end_us": [130.0, 330.0, 633.0, 1030.0],
         "busy_us": [40.0, 40.0, 43.0, 40.0],
         "gap_before_us": [NAN, 160.0, 260.0, 357.0],
-        "kernels": [2, 2, 2, 2],
+        "kernels": [2, 3, 2, 2],
         "memcpys": [2, 2, 2, 2],
         "memsets": [0, 0, 1, 0],
         "idle_inside_us": [2.0, 2.0, 4.0, 2.0],  # [H+12, H+14] (+ [H+50, H+52])
@@ -41,10 +43,10 @@ SEPARATE = pd.DataFrame(
         "device_end_us": [127.0, 327.0, 627.0, 1027.0, 130.0, 330.0, 633.0, 1030.0],
         "busy_us": [37.0] * 4 + [30.0, 30.0, 33.0, 30.0],
         "gap_before_us": [NAN, 163.0, 263.0, 363.0, NAN, 170.0, 270.0, 367.0],
-        "kernels": [1] * 8,
+        "kernels": [1, 2, 1, 1] + [1] * 4,  # the other thread's kernel [H+41, H+43]
         "memcpys": [2] * 4 + [0] * 4,
         "memsets": [0] * 4 + [0, 0, 1, 0],
-        "idle_inside_us": [7.0] * 4 + [0.0, 0.0, 2.0, 0.0],
+        "idle_inside_us": [7.0, 5.0, 7.0, 7.0, 0.0, 0.0, 2.0, 0.0],
     }
 )
 
@@ -67,7 +69,9 @@ def test_merged_streams_table_is_exactly_the_expected_one():
     got = result.steps[list(MERGED.columns)]
     pd.testing.assert_frame_equal(got, MERGED, check_dtype=False)
     assert set(result.steps.range_name) == {"stepgap/launch"}
-    assert result.unattributed_ops == 2  # the warm-up launch and the other thread's
+    assert result.unattributed_ops == 1  # the warm-up launch
+    threads = result.traces[0]["launch_threads"]
+    assert [(t["tid"], t["device_ops"]) for t in threads] == [(4321, 17), (4400, 1)]
     assert result.summary["gap_p50_us"] == 260.0
     assert result.summary["idle_fraction"] == pytest.approx(777 / 940)
 
