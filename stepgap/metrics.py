@@ -125,10 +125,14 @@ def host_clock_offset_us(table: pd.DataFrame, spans: pd.DataFrame, origin_us: fl
     it: offset >= launch start - device start, tight when the device sat idle waiting for
     that launch (a gap before the step). The host cannot see a step's output before the
     device finished it: offset <= wait end - device end, tight when the host blocked in that
-    wait. Tight bounds of neighbouring steps (a rolling max of lower, min of upper bounds)
-    are each within a launch or wake-up latency of the truth; the estimate is their
-    midpoint, or whichever exists, interpolated across steps with neither, and the origin
-    marker's offset where a run recorded no host phases.
+    wait. A step's device interval is its first to its last op, so the lower bound is
+    loose by the launch call's own length (a graph launch of a whole model: ~200 µs on an
+    H200 with the profiler on), while the upper bound is off only by the host's wake-up
+    latency. The estimate is the tight upper bounds of neighbouring steps (a rolling min),
+    else the tight lower bounds (a rolling max), never below the lower bounds' rolling max;
+    interpolated across steps with neither, and the origin's offset where a run recorded no
+    host phases. Checked against a profiler trace's host ranges on a common clock:
+    `scripts/gpu_analyze_attribution.py`.
     """
     fallback = pd.Series(origin_us, index=table.index, dtype=float)
     phases = spans.groupby(["phase", "step"]).agg(
@@ -143,8 +147,8 @@ def host_clock_offset_us(table: pd.DataFrame, spans: pd.DataFrame, origin_us: fl
     upper = table.step.map(wait.end_us) - table.device_end_us
     upper = upper.where(table.step.map(wait.end_us - wait.start_us) > TIGHT_BOUND_US)
     window = dict(window=CLOCK_WINDOW_STEPS, center=True, min_periods=1)
-    bounds = pd.concat([lower.rolling(**window).max(), upper.rolling(**window).min()], axis=1)
-    estimate = bounds.mean(axis=1).interpolate(limit_direction="both")
+    floor, ceiling = lower.rolling(**window).max(), upper.rolling(**window).min()
+    estimate = ceiling.fillna(floor).clip(lower=floor).interpolate(limit_direction="both")
     return estimate.fillna(fallback).to_numpy()
 
 
