@@ -15,6 +15,9 @@ IDLE = "idle"  # waiting for the next request to arrive: the workload's time, no
 PROFILER = "profiler"  # starting or stopping a profiler: the measurement's time
 
 
+_now = time.perf_counter_ns
+
+
 class PhaseSpan(NamedTuple):
     """One host phase of one step, in host-clock ns since the run started."""
 
@@ -35,24 +38,37 @@ class Probe:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.spans: list[PhaseSpan] = []
-        self.origin_ns = time.perf_counter_ns()
+        self.origin_ns = _now()
         self.on_phase: Callable[[str], None] | None = None
+        self._records: list[tuple[int, str, int, int]] = []  # (step, phase, start, end) ns
+        self._phases: dict[str, _Phase] = {}
+        self._iteration = _Range(self, "step")
+
+    @property
+    def spans(self) -> list[PhaseSpan]:
+        """Every phase recorded since the last reset, on the run's host clock."""
+        origin = self.origin_ns
+        return [PhaseSpan(st, ph, a - origin, b - origin) for st, ph, a, b in self._records]
 
     def reset(self) -> None:
-        self.spans = []
-        self.origin_ns = time.perf_counter_ns()
+        self._records = []
+        self.origin_ns = _now()
 
     def now_ns(self) -> int:
-        return time.perf_counter_ns() - self.origin_ns
+        return _now() - self.origin_ns
 
     def phase(self, name: str, step: int) -> _Phase:
-        """`with probe.phase(name, step):` times that host phase of that step."""
-        return _Phase(self, name, step)
+        """`with probe.phase(name, step):` times that host phase of that step. Phases of
+        one name never nest, so each name has one reusable context object."""
+        phase = self._phases.get(name)
+        if phase is None:
+            phase = self._phases[name] = _Phase(self, name)
+        phase.step = step
+        return phase
 
     def iteration(self) -> _Range:
         """One loop iteration of the engine (a `step` range around its phases)."""
-        return _Range(self, "step")
+        return self._iteration
 
     def push(self, name: str) -> None:
         """Open a named range (subclasses: NVTX)."""
@@ -83,22 +99,19 @@ class _Phase:
 
     __slots__ = ("name", "probe", "start_ns", "step")
 
-    def __init__(self, probe: Probe, name: str, step: int) -> None:
-        self.probe, self.name, self.step = probe, name, step
+    def __init__(self, probe: Probe, name: str) -> None:
+        self.probe, self.name, self.step, self.start_ns = probe, name, 0, 0
 
     def __enter__(self) -> None:
         probe = self.probe
         if probe.on_phase is not None:
             probe.on_phase(self.name)
         if probe.enabled:
-            self.start_ns = time.perf_counter_ns()
+            self.start_ns = _now()
             probe.push(self.name)
 
     def __exit__(self, *exc_info: object) -> None:
         probe = self.probe
         if probe.enabled:
             probe.pop()
-            end_ns = time.perf_counter_ns() - probe.origin_ns
-            probe.spans.append(
-                PhaseSpan(self.step, self.name, self.start_ns - probe.origin_ns, end_ns)
-            )
+            probe._records.append((self.step, self.name, self.start_ns, _now()))
