@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from reference_engine.probe import IDLE, PHASES, PROFILER
+from stepgap.goodput import GoodputSLO
 
 if TYPE_CHECKING:
     from reference_engine.engine import RunOutput
@@ -221,13 +222,30 @@ def gap_sample(steps: pd.DataFrame, warmup_steps: int = DEFAULT_WARMUP_STEPS) ->
     return decode.gap_before_us[~decode.after_idle.astype(bool)].dropna()
 
 
-def _quantiles(values, prefix: str, unit: str, qs=(50, 90, 99)) -> dict[str, float]:
+def _finite(values: Any) -> np.ndarray:
     values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
+    return values[~np.isnan(values)]
+
+
+def _quantiles(values: Any, prefix: str, unit: str) -> dict[str, float]:
+    """stepgap's gap statistics: `{prefix}_p50/p90/p99/mean_{unit}`."""
+    values = _finite(values)
+    keys = [f"{prefix}_p{q}_{unit}" for q in (50, 90, 99)] + [f"{prefix}_mean_{unit}"]
     if not len(values):
-        return {f"{prefix}_p{q}_{unit}": math.nan for q in qs} | {f"{prefix}_mean_{unit}": math.nan}
-    out = {f"{prefix}_p{q}_{unit}": float(np.percentile(values, q)) for q in qs}
-    return out | {f"{prefix}_mean_{unit}": float(values.mean())}
+        return dict.fromkeys(keys, math.nan)
+    stats = [*np.percentile(values, [50, 90, 99]), values.mean()]
+    return {key: float(value) for key, value in zip(keys, stats, strict=True)}
+
+
+def bench_stats(values: Any, name: str) -> dict[str, float]:
+    """`vllm bench serve`'s statistics of one quantity: `{mean,median,std,p90,p99}_{name}`
+    (std over the population, as vLLM computes it); NaN when there are no values."""
+    values = _finite(values)
+    keys = [f"{stat}_{name}" for stat in ("mean", "median", "std", "p90", "p99")]
+    if not len(values):
+        return dict.fromkeys(keys, math.nan)
+    stats = [values.mean(), np.median(values), values.std(), *np.percentile(values, [90, 99])]
+    return {key: float(value) for key, value in zip(keys, stats, strict=True)}
 
 
 def _profiler_gaps_us(steps: pd.DataFrame) -> float:
@@ -250,16 +268,35 @@ def summarize(
     requests: pd.DataFrame,
     token_times: dict[int, list[float]],
     tokens: dict[int, list[int]],
-    wall_s: float,
+    duration_s: float,
     warmup_steps: int = DEFAULT_WARMUP_STEPS,
-) -> dict[str, float | int | str]:
-    """The flat summary every report, comparison and gate reads."""
+    goodput: GoodputSLO | None = None,
+) -> dict[str, float | int | str | None]:
+    """The flat summary every report, comparison and gate reads (keys: stepgap.metric_registry)."""
+    summary: dict[str, float | int | str | None] = {
+        **gap_summary(steps, warmup_steps),
+        **bench_stats(requests.get("tpot_ms", []), "tpot_ms"),
+        **bench_stats(requests.get("ttft_ms", []), "ttft_ms"),
+        **bench_stats(itl_samples_ms(token_times), "itl_ms"),
+        **bench_stats(requests.get("e2e_ms", []), "e2el_ms"),
+        **bench_stats(requests.get("decode_speed_tok_s", []), "s_decode"),
+        **throughput_summary(requests, duration_s, goodput),
+        "num_steps": len(steps),
+        "num_decode_steps": int((steps.kind == "decode").sum()),
+        "warmup_steps": warmup_steps,
+        "duration": duration_s,
+        "token_digest": token_digest(tokens),
+    }
+    return summary
+
+
+def gap_summary(steps: pd.DataFrame, warmup_steps: int) -> dict[str, float | int]:
+    """Gap statistics over decode steps after warm-up, and the device's idle fraction."""
     gaps = gap_sample(steps, warmup_steps)
     span_us = steps.device_end_us.max() - steps.device_start_us.min() if len(steps) else math.nan
     total_gaps = steps.gap_before_us.sum(skipna=True)
     measurement_us = _profiler_gaps_us(steps)
-    output_tokens = int(requests.output_tokens.sum()) if len(requests) else 0
-    summary: dict[str, float | int | str] = {
+    return {
         **_quantiles(gaps, "gap", "us"),
         "gap_max_us": float(gaps.max()) if len(gaps) else math.nan,
         "gap_samples": len(gaps),
@@ -268,18 +305,47 @@ def summarize(
         "gap_total_us": float(total_gaps),
         "gap_profiler_us": measurement_us,
         "device_span_us": float(span_us),
-        **_quantiles(requests.get("tpot_ms", []), "tpot", "ms"),
-        **_quantiles(requests.get("ttft_ms", []), "ttft", "ms"),
-        **_quantiles(itl_samples_ms(token_times), "itl", "ms"),
-        "e2e_p50_ms": float(requests.e2e_ms.median()) if len(requests) else math.nan,
-        "output_throughput_tok_s": output_tokens / wall_s if wall_s > 0 else math.nan,
-        "decode_speed_tok_s": float(requests.decode_speed_tok_s.mean()) if len(requests) else 0,
-        "output_tokens": output_tokens,
-        "num_requests": len(requests),
-        "num_steps": len(steps),
-        "num_decode_steps": int((steps.kind == "decode").sum()),
-        "warmup_steps": warmup_steps,
-        "wall_s": wall_s,
-        "token_digest": token_digest(tokens),
     }
-    return summary
+
+
+def throughput_summary(
+    requests: pd.DataFrame, duration_s: float, goodput: GoodputSLO | None
+) -> dict[str, float | int | None]:
+    """vLLM's request, output and total-token throughput, and goodput when SLOs are given."""
+    completed = _completed(requests)
+    input_tokens = _column_total(completed, "prompt_tokens")
+    output_tokens = _column_total(requests, "output_tokens")
+
+    def per_second(count: float) -> float:
+        return count / duration_s if duration_s > 0 else math.nan
+
+    return {
+        "completed": len(completed),
+        "num_requests": len(requests),
+        "total_input_tokens": input_tokens,
+        "total_output_tokens": output_tokens,
+        "request_throughput": per_second(len(completed)),
+        "request_goodput": per_second(goodput.good(requests)) if goodput else None,
+        "output_throughput": per_second(output_tokens),
+        "total_token_throughput": per_second(input_tokens + output_tokens),
+    }
+
+
+def _completed(requests: pd.DataFrame) -> pd.DataFrame:
+    if "finish_reason" not in requests.columns:
+        return requests
+    return requests[requests.finish_reason != "unfinished"]
+
+
+def _column_total(frame: pd.DataFrame, column: str) -> int:
+    return int(frame[column].sum()) if column in frame.columns and len(frame) else 0
+
+
+def arrival_wait_share(steps: pd.DataFrame) -> float:
+    """The share of the device span spent idle waiting for requests to arrive: above a few
+    percent, throughput measures the arrival clock more than the engine."""
+    if "excluded" not in steps.columns or not len(steps):
+        return 0.0
+    span = steps.device_end_us.max() - steps.device_start_us.min()
+    waited = steps.gap_before_us[steps.excluded == "arrival"].sum(skipna=True)
+    return float(waited / span) if span and span > 0 else 0.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from stepgap.report.output import check_output_path, write_atomically
+from stepgap.atomic import write_file
 from stepgap.runs import RunData, RunError
 
 DEVICE_PID, HOST_PID = 1, 2
@@ -136,11 +136,13 @@ def perfetto_trace(run: RunData) -> dict[str, Any]:
     }
 
 
-def export_perfetto(run: RunData, out_path: str | Path) -> Path:
-    """Write the run's Chrome trace to `out_path` atomically (gzip when it ends in .gz)."""
+def export_perfetto(run: RunData, out_path: str | Path) -> tuple[Path, int]:
+    """Write the run's Chrome trace to `out_path` atomically (gzip when it ends in .gz);
+    returns the path and the number of trace events. The caller checks the path first
+    (`stepgap.output_paths.check_file_target`)."""
     out_path = Path(out_path)
-    check_output_path(out_path)
-    payload = json.dumps(perfetto_trace(run), separators=(",", ":"), allow_nan=False).encode()
+    trace = perfetto_trace(run)
+    payload = json.dumps(trace, separators=(",", ":"), allow_nan=False).encode()
     if out_path.suffix == ".gz":
         payload = gzip.compress(payload)
-    return write_atomically(out_path, payload)
+    return write_file(out_path, payload), len(trace["traceEvents"])

@@ -8,14 +8,22 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from reference_engine import MODES, ConfigError, Engine, EngineConfig, RunInterrupted, RunOutput
 from reference_engine.device import check_device
 from reference_engine.engine import Mode, StepRecord
 from stepgap import environment, metrics
+from stepgap.footprint import Footprint, Shape, check_fits, estimate, host_available_bytes
+from stepgap.goodput import GoodputSLO
 from stepgap.instrument import NvtxProbe
+from stepgap.interrupts import deferred_interrupts
 from stepgap.profiling import StepWindowProfiler
 from stepgap.runs import RunData
 from stepgap.workloads import Workload
+
+MAX_WARMUP_STEPS = 1_000_000
+MAX_PROFILE_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class RunConfig:
     warmup_steps: int = metrics.DEFAULT_WARMUP_STEPS
     engine_seed: int = 0
     max_prefill_tokens: int = 8192
+    goodput: GoodputSLO | None = None  # SLOs of request_goodput (vllm bench serve --goodput)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -39,9 +48,39 @@ class RunConfig:
             raise ConfigError(
                 f"unknown mode {bad[0] if bad else ''!r}; choose sync, overlap or both"
             )
-        if self.warmup_steps < 0 or self.profile_steps < 0:
-            raise ConfigError("warmup_steps and profile_steps must be >= 0")
+        if not 0 <= self.warmup_steps <= MAX_WARMUP_STEPS:
+            raise ConfigError(f"warmup_steps must be in [0, {MAX_WARMUP_STEPS}]")
+        if not 0 <= self.profile_steps <= MAX_PROFILE_STEPS:
+            raise ConfigError(f"profile_steps must be in [0, {MAX_PROFILE_STEPS}]")
         check_device(self.device)
+
+    @property
+    def device_kind(self) -> str:
+        """`cuda` or `cpu`, as the engine will pick it."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def shape(self) -> Shape:
+        w = self.workload
+        return Shape(
+            w.model_config(),
+            w.concurrency,
+            w.max_model_len,
+            max(self.max_prefill_tokens, w.input_len),
+            w.input_len,
+            w.num_requests,
+            w.output_len,
+        )
+
+    def check_memory(self) -> Footprint:
+        """Refuse, with the numbers, a run the device's memory cannot hold (before any
+        allocation: a 40 GB model is not built to find out); else its estimated footprint."""
+        kind = self.device_kind
+        footprint = estimate(self.shape(), "bfloat16" if kind == "cuda" else "float32")
+        device_free = torch.cuda.mem_get_info()[0] if kind == "cuda" else host_available_bytes()
+        check_fits(footprint, kind, device_free, host_available_bytes())
+        return footprint
 
     def engine_config(self) -> EngineConfig:
         w = self.workload
@@ -57,7 +96,8 @@ class RunConfig:
 
 
 class PartialRun(Exception):
-    """Ctrl-C during a run: `.runs` holds every run so far, the last one incomplete."""
+    """Ctrl-C during a run: `.runs` holds every run measured so far (the last one possibly
+    incomplete); empty when the interrupt came before any measurement."""
 
     def __init__(self, runs: list[RunData]) -> None:
         super().__init__("interrupted")
@@ -75,8 +115,12 @@ def run_workload(config: RunConfig, progress: Callable | None = None) -> list[Ru
             "this engine runs it at TP 1",
             stacklevel=2,
         )
+    config.check_memory()
     probe = NvtxProbe(enabled=config.instrument)
-    engine = Engine(config.engine_config(), probe)
+    try:
+        engine = Engine(config.engine_config(), probe)
+    except KeyboardInterrupt:
+        raise PartialRun([]) from None
     runs: list[RunData] = []
     try:
         _warm_up(engine, config.workload)
@@ -84,6 +128,8 @@ def run_workload(config: RunConfig, progress: Callable | None = None) -> list[Ru
             runs.append(_run_mode(engine, config, mode, probe, progress))
     except PartialRun as partial:
         raise PartialRun(runs + partial.runs) from None
+    except KeyboardInterrupt:  # between the engine's loops: nothing half-measured
+        raise PartialRun(runs) from None
     finally:
         engine.close()
     return runs
@@ -96,7 +142,10 @@ def _warm_up(engine: Engine, workload: Workload) -> None:
         output_len=min(workload.output_len, 4),
         arrival="all",
     )
-    engine.run(short.requests(), "sync")
+    try:
+        engine.run(short.requests(), "sync")
+    except RunInterrupted:
+        raise PartialRun([]) from None
 
 
 def _run_mode(engine, config: RunConfig, mode: Mode, probe: NvtxProbe, progress) -> RunData:
@@ -114,11 +163,13 @@ def _run_mode(engine, config: RunConfig, mode: Mode, probe: NvtxProbe, progress)
     try:
         output = engine.run(requests, mode, on_step)
     except RunInterrupted as interrupted:
+        output = interrupted.output
+    with deferred_interrupts(raise_on_exit=False) as deferred:  # a measured run is kept
         profiler.export()
-        run = to_run_data(interrupted.output, engine, config, probe, started, profiler)
-        raise PartialRun([run]) from None
-    profiler.export()
-    return to_run_data(output, engine, config, probe, started, profiler)
+        run = to_run_data(output, engine, config, probe, started, profiler)
+    if deferred.received or not output.complete:
+        raise PartialRun([run])
+    return run
 
 
 def to_run_data(
@@ -136,7 +187,9 @@ def to_run_data(
     tokens = {r.request_id: list(r.output) for r in output.requests}
     margins = {r.request_id: list(r.margins) for r in output.requests}
     times = {r.request_id: list(r.token_times_s) for r in output.requests}
-    summary = metrics.summarize(steps, requests, times, tokens, output.wall_s, config.warmup_steps)
+    summary = metrics.summarize(
+        steps, requests, times, tokens, output.wall_s, config.warmup_steps, config.goodput
+    )
     workload = config.workload
     meta = {
         "name": f"{workload.name}-{output.mode}",
@@ -152,6 +205,7 @@ def to_run_data(
             "profile_steps": config.profile_steps,
             "dtype": str(engine.device.dtype).removeprefix("torch."),
             "tensor_parallel": 1,
+            "goodput_slo": config.goodput.to_dict() if config.goodput else None,
         },
         "workload": workload.describe(),
         "summary": summary,

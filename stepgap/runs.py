@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
-RUN_FILE = "run.json"
+from stepgap import run_validation as check
+from stepgap.atomic import write_directory
+from stepgap.errors import RunError
+from stepgap.output_paths import RUN_FILE, is_run_directory
+from stepgap.summary import Summary, upgrade
+
+SCHEMA_VERSION = 2  # 2: summary keys of stepgap.metric_registry (vLLM's names)
 TRACE_FILE = "trace.json.gz"
-
-
-class RunError(Exception):
-    """A run directory is missing, incomplete where completeness is needed, or unreadable."""
+TOKENS_FILE = "tokens.jsonl"
+__all__ = ["RUN_FILE", "SCHEMA_VERSION", "RunData", "RunError", "load_run", "load_runs"]
 
 
 @dataclass
@@ -47,8 +48,12 @@ class RunData:
         return self.meta.get("mode", "unknown")
 
     @property
-    def summary(self) -> dict[str, Any]:
-        return self.meta.get("summary", {})
+    def summary(self) -> Summary:
+        """The summary, readable by current and schema-1 key names alike."""
+        summary = self.meta.get("summary")
+        if not isinstance(summary, Summary):
+            summary = self.meta["summary"] = upgrade(summary or {})
+        return summary
 
     @property
     def complete(self) -> bool:
@@ -78,7 +83,8 @@ def _clean(value: Any) -> Any:
 
 def write_run_files(run: RunData, directory: Path) -> None:
     """Write every file of `run` into an existing, empty `directory`."""
-    meta = _clean({"schema_version": SCHEMA_VERSION, **run.meta})
+    rest = {key: value for key, value in run.meta.items() if key != "schema_version"}
+    meta = _clean({"schema_version": SCHEMA_VERSION, **rest, "summary": dict(run.summary)})
     (directory / RUN_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
     run.steps.to_csv(directory / "steps.csv", index=False)
     run.requests.to_csv(directory / "requests.csv", index=False)
@@ -86,7 +92,7 @@ def write_run_files(run: RunData, directory: Path) -> None:
         run.phases.to_csv(directory / "phases.csv", index=False)
     if run.trace_path is not None and Path(run.trace_path) != directory / TRACE_FILE:
         shutil.copyfile(run.trace_path, directory / TRACE_FILE)
-    with open(directory / "tokens.jsonl", "w") as out:
+    with open(directory / TOKENS_FILE, "w") as out:
         for request_id, tokens in sorted(run.tokens.items()):
             record = {
                 "request_id": request_id,
@@ -97,43 +103,9 @@ def write_run_files(run: RunData, directory: Path) -> None:
             out.write(json.dumps(_clean(record)) + "\n")
 
 
-def check_writable(path: Path, force: bool) -> None:
-    """Fail before any work when `path` holds something `force` does not allow replacing."""
-    if path.exists() and not force:
-        raise RunError(f"{path} already exists; pass --force to replace it")
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} exists and is not a directory")
-
-
-def save_atomically(path: Path, write: Any, force: bool = False) -> Path:
-    """Build the directory under a temporary name beside `path`, then rename it into place.
-
-    `write(tmp_dir)` fills the directory. An existing `path` is replaced only with `force`,
-    and only once the new one is complete, so a crash never leaves a half-written run.
-    """
-    path = Path(path)
-    check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
 def save_run(run: RunData, path: Path, force: bool = False) -> Path:
-    """Save one run directory atomically."""
-    return save_atomically(path, lambda tmp: write_run_files(run, tmp), force)
+    """Save one run directory atomically; returns where it went (see `_save`)."""
+    return _save(path, lambda tmp: write_run_files(run, tmp), force)
 
 
 def save_group(runs: list[RunData], path: Path, force: bool = False) -> Path:
@@ -144,59 +116,87 @@ def save_group(runs: list[RunData], path: Path, force: bool = False) -> Path:
             (tmp / run.mode).mkdir()
             write_run_files(run, tmp / run.mode)
 
-    return save_atomically(path, write, force)
+    return _save(path, write, force)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _save(path: Path, fill: Any, force: bool) -> Path:
+    """`force` replaces an existing stepgap run at `path`, once the new one is complete;
+    anything else already there stays, and the run goes to a free name beside it."""
+    path = Path(path)
+    return write_directory(path, fill, replace=force and is_run_directory(path))
+
+
+def _read_csv(path: Path, numbers: tuple[str, ...]) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise RunError(f"cannot read {path}: {error}") from None
+        check.check_complete_file(path)
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: a partial run directory") from None
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunError(f"cannot read {path}: {first}") from None
+    return check.check_table(frame, path, numbers)
 
 
 def _read_steps(path: Path) -> pd.DataFrame:
-    steps = _read_csv(path)
+    steps = _read_csv(path, check.STEP_NUMBERS)
     if "excluded" in steps.columns:  # CSV stores "no reason" as an empty cell
         steps["excluded"] = steps.excluded.astype(object).fillna("").astype(str)
     return steps
 
 
-def load_run(path: str | Path, require_complete: bool = False) -> RunData:
-    """Read a run directory back: `load_run(p).steps`, `.requests`, `.tokens`, `.summary`."""
-    path = Path(path)
+def _read_meta(path: Path) -> dict[str, Any]:
     meta_file = path / RUN_FILE
-    if not path.is_dir():
+    if not path.exists():
         raise RunError(f"run directory {path} does not exist")
+    if not path.is_dir():
+        raise RunError(f"{path} is not a directory (a run is a directory holding {RUN_FILE})")
     if not meta_file.is_file():
         raise RunError(f"{path} is not a run directory (no {RUN_FILE})")
     try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as error:
         raise RunError(f"{meta_file} is not valid JSON: {error}") from None
-    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
-        raise RunError(f"{meta_file}: unsupported schema version {meta.get('schema_version')!r}")
+    meta = check.check_meta(meta, meta_file)
+    meta["summary"] = upgrade(meta["summary"])
+    meta["schema_version"] = SCHEMA_VERSION
+    return meta
+
+
+def _read_tokens(run: RunData, tokens_file: Path) -> None:
+    """Token ids, margins and times per request (an analyzed trace's file is empty)."""
+    if tokens_file.stat().st_size == 0:
+        return
+    check.check_complete_file(tokens_file)
+    try:
+        for line in tokens_file.read_text(encoding="utf-8").splitlines():
+            rid, tokens, margins, times = check.check_token_record(json.loads(line))
+            run.tokens[rid], run.margins[rid], run.token_times[rid] = tokens, margins, times
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise RunError(f"{tokens_file} is malformed: {error}") from None
+
+
+def load_run(path: str | Path, require_complete: bool = False) -> RunData:
+    """Read a run directory back: `load_run(p).steps`, `.requests`, `.tokens`, `.summary`.
+    A missing, corrupt or partial directory is a one-line RunError naming the file."""
+    path = Path(path)
+    meta = _read_meta(path)
     if require_complete and not meta.get("complete", False):
         reason = meta.get("incomplete_reason", "unknown reason")
         raise RunError(f"run {path} is incomplete ({reason})")
-    steps, requests = _read_steps(path / "steps.csv"), _read_csv(path / "requests.csv")
+    steps = _read_steps(path / "steps.csv")
+    requests = _read_csv(path / "requests.csv", check.REQUEST_NUMBERS)
+    check.check_counts(meta, len(steps), len(requests), path)
     run = RunData(meta, steps, requests, path=path)
     if (path / "phases.csv").is_file():
-        run.phases = _read_csv(path / "phases.csv")
+        run.phases = _read_csv(path / "phases.csv", check.PHASE_NUMBERS)
     if (path / TRACE_FILE).is_file():
         run.trace_path = path / TRACE_FILE
-    tokens_file = path / "tokens.jsonl"
+    tokens_file = path / TOKENS_FILE
     if tokens_file.is_file():
-        try:
-            for line in tokens_file.read_text().splitlines():
-                record = json.loads(line)
-                rid = int(record["request_id"])
-                run.tokens[rid] = list(record.get("tokens", []))
-                run.margins[rid] = [
-                    m if m is not None else math.nan for m in record.get("margins", [])
-                ]
-                run.token_times[rid] = list(record.get("token_times_s", []))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise RunError(f"{tokens_file} is malformed: {error}") from None
+        _read_tokens(run, tokens_file)
+    elif meta.get("source") == check.ENGINE_SOURCE:
+        raise RunError(f"{path} is a partial run directory: {TOKENS_FILE} is missing")
     return run
 
 

@@ -1,30 +1,20 @@
-"""Which summary metrics to show side by side, and their ratios between runs."""
+"""Which summary metrics to show side by side, their ratios between runs, and whether a
+ratio stands out of the runs' noise. The metrics and their directions come from
+`stepgap.metric_registry`."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
-# (key, label, better): better is "lower" or "higher" (for reading ratios).
-HEADLINE = [
-    ("gap_p50_us", "gap p50 (µs)", "lower"),
-    ("gap_p90_us", "gap p90 (µs)", "lower"),
-    ("gap_p99_us", "gap p99 (µs)", "lower"),
-    ("gap_mean_us", "gap mean (µs)", "lower"),
-    ("gap_max_us", "gap max (µs)", "lower"),
-    ("idle_fraction", "idle fraction", "lower"),
-    ("tpot_mean_ms", "TPOT mean (ms)", "lower"),
-    ("tpot_p50_ms", "TPOT p50 (ms)", "lower"),
-    ("tpot_p99_ms", "TPOT p99 (ms)", "lower"),
-    ("ttft_p50_ms", "TTFT p50 (ms)", "lower"),
-    ("itl_p50_ms", "ITL p50 (ms)", "lower"),
-    ("output_throughput_tok_s", "output throughput (tok/s)", "higher"),
-    ("decode_speed_tok_s", "decode speed (tok/s)", "higher"),
-    ("wall_s", "wall time (s)", "lower"),
-    ("num_steps", "steps", None),
-    ("output_tokens", "output tokens", None),
-    ("token_digest", "token digest", None),
-]
+from stepgap.metric_registry import Direction, Metric, headline
+from stepgap.ratio_noise import RatioInterval, ratio_interval
+from stepgap.runs import RunData
+
+# (key, label, better) of the headline metrics; better is "lower", "higher" or None.
+HEADLINE = [(m.key, m.label, m.direction.better) for m in headline()]
+CHANGE_THRESHOLD = 0.01  # ratios within 1 % of 1 read as unchanged
 
 
 def ratio(b: Any, a: Any) -> float:
@@ -49,4 +39,49 @@ def side_by_side(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if len(names) >= 2:
             row["ratio"] = ratio(row[names[-1]], row[names[0]])
         rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class MetricRatio:
+    """One headline metric of runs A and B: values, B/A, its noise interval and reading."""
+
+    metric: Metric
+    a: Any
+    b: Any
+    ratio: float
+    noise: RatioInterval | None
+
+    @property
+    def reading(self) -> str:
+        """'better', 'worse', 'within noise' or '' (no direction, or no change)."""
+        if self.metric.direction is Direction.NEUTRAL or math.isnan(self.ratio):
+            return ""
+        if self.noise is not None and self.noise.within_noise:
+            return "within noise"
+        if abs(self.ratio - 1.0) < CHANGE_THRESHOLD:
+            return ""
+        lower = self.ratio < 1.0
+        return "better" if lower == (self.metric.direction is Direction.LOWER) else "worse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "ratio": self.ratio,
+            "noise": self.noise.to_dict() if self.noise else None,
+            "reading": self.reading,
+            "unit": self.metric.unit,
+            "better": self.metric.direction.better,
+        }
+
+
+def compare_metrics(a: RunData, b: RunData) -> list[MetricRatio]:
+    """Every headline metric of A and B with B/A and its noise interval."""
+    rows = []
+    for metric in headline():
+        value_a, value_b = a.summary.get(metric.key), b.summary.get(metric.key)
+        value = ratio(value_b, value_a)
+        noise = ratio_interval(a, b, metric.key, value) if metric.noise else None
+        rows.append(MetricRatio(metric, value_a, value_b, value, noise))
     return rows

@@ -8,6 +8,7 @@ each gap (`causes`), and summarize (`summary`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class TraceAnalysis:
 
 
 def analyze_traces(
-    paths: list[str | Path],
+    paths: Sequence[str | Path],
     options: StepOptions | None = None,
     warmup_steps: int = 0,
     progress: FileProgress | None = None,
@@ -95,7 +96,7 @@ def analyze_traces(
     return _result(per_rank, traces, choice, options, warmup_steps, notes)
 
 
-def _read(paths: list[str | Path], progress: FileProgress | None) -> list[TraceData]:
+def _read(paths: Sequence[str | Path], progress: FileProgress | None) -> list[TraceData]:
     if not paths:
         raise TraceError("no trace file given")
     files = expand_paths(paths)
@@ -111,10 +112,11 @@ def _align_clocks(traces: list[TraceData]) -> list[str]:
     if len(traces) < 2:
         return []
     origins = [t.origin_ns for t in traces]
-    if any(o is None for o in origins):
+    known = [o for o in origins if o is not None]
+    if len(known) < len(origins):
         return ["ranks not aligned: some file gives no absolute time; each starts at 0"]
-    first = min(origins)
-    for trace, origin in zip(traces, origins, strict=True):
+    first = min(known)
+    for trace, origin in zip(traces, known, strict=True):
         shift_times(trace, (origin - first) / 1000.0)
     return []
 

@@ -290,7 +290,16 @@ class ChromeColumns:
         return (
             ranges_frame(self.range_names.decode(ranges[0]), *ranges[1:]),
             calls_frame(self.call_names.decode(calls[0]), *calls[1:]),
-            ops_frame(kinds, *ops[1:7], self.copy_names.decode(ops[7])),
+            ops_frame(
+                kinds,
+                ops[1],
+                ops[2],
+                ops[3],
+                ops[4],
+                ops[5],
+                ops[6],
+                self.copy_names.decode(ops[7]),
+            ),
         )
 
 

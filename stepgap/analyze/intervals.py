@@ -78,7 +78,8 @@ def owner_timeline(starts, ends, ids) -> tuple[np.ndarray, np.ndarray]:
 def _sweep(times, opening, which, ids, starts) -> tuple[np.ndarray, np.ndarray]:
     stack: list[int] = []
     is_open = np.zeros(len(ids), dtype=bool)
-    bounds, owners = [], []
+    bounds: list[float] = []
+    owners: list[int] = []
     events = zip(times.tolist(), opening.tolist(), which.tolist(), strict=True)
     for position, (t, opens, k) in enumerate(events):
         if opens:

@@ -228,6 +228,7 @@ class EventStream:
         without touching the others: search from where the last hit's event ended, cut out
         each hit's event."""
         separator, groups = self.separator, batch.pieces
+        assert separator is not None  # learned before any region is searched
         search, grouped = self.classify.search, self.classify.groups > 0
         skip = len(separator) - 1  # a piece starts after the separator's `{`
         last = len(region) - 1  # the final `}`

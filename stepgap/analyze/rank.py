@@ -51,7 +51,8 @@ def measure_rank(trace: TraceData, choice: StepChoice | None, options: StepOptio
 def _steps_of(trace: TraceData, choice: StepChoice | None, options: StepOptions, keys):
     """The trace's device ops with their step and launch, the step ranges' names and host
     times, and the event marks."""
-    if choice is None:
+    if choice is None:  # no step rule: the timeline is split at idle gaps
+        assert options.split_idle_us is not None
         ops = split_at_idle(_with_launches(trace), options.split_idle_us, keys)
         return ops, None, None
     ranges = choice.ranges.get(trace.rank, pd.DataFrame())

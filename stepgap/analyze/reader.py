@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stepgap.analyze.chrome import read_chrome
@@ -44,7 +44,7 @@ def detect_format(path: Path) -> str:
 TRACE_SUFFIXES = (".json", ".json.gz", ".sqlite")
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     """Trace files, a directory standing for the trace files in it (one per rank, by name)."""
     files: list[Path] = []
     for path in map(Path, paths):

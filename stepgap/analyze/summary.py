@@ -37,9 +37,12 @@ REQUEST_COLUMNS = [
     "decode_speed_tok_s",
 ]
 UNKNOWN_FROM_TRACE = (  # summary entries a trace cannot give (no requests, no tokens)
-    "output_throughput_tok_s",
-    "decode_speed_tok_s",
-    "output_tokens",
+    "request_throughput",
+    "output_throughput",
+    "total_token_throughput",
+    "completed",
+    "total_input_tokens",
+    "total_output_tokens",
     "num_requests",
     "token_digest",
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,12 +9,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from stepgap.cli.common import UsageError, console, err_console, handle_errors, print_json, table
+from stepgap.cli.common import (
+    UsageError,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    table,
+    warn,
+)
 
 if TYPE_CHECKING:
     from stepgap.analyze import StepOptions, TraceAnalysis
 
 MODES = ("sync", "overlap", "unknown")
+MAX_WARMUP_STEPS = 1_000_000
 SHOWN = [
     ("gap_p50_us", "gap p50 (µs)"),
     ("gap_p90_us", "gap p90 (µs)"),
@@ -93,22 +101,26 @@ def analyze(
     id from any thread; gaps, overlaps, three idle figures and what the host did in each gap;
     saved as a run directory that compare, report and gate read."""
     from stepgap.analyze import StepOptions, TraceError, to_run_data
-    from stepgap.runs import check_writable, save_run
+    from stepgap.interrupts import deferred_interrupts
+    from stepgap.output_paths import check_run_target, default_run_dir
+    from stepgap.runs import save_run
 
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not 0 <= warmup_steps <= MAX_WARMUP_STEPS:
+        raise UsageError(f"--warmup-steps must be in [0, {MAX_WARMUP_STEPS}]")
     run_name = name or _trace_name(traces[0])
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = out or Path("runs") / f"{run_name}-analyze-{stamp}"
-    if save:
-        check_writable(target, force)
+    target = out or default_run_dir(f"{_path_safe(run_name)}-analyze")
+    if save and out is not None:
+        check_run_target(target, force)
     try:
         options = StepOptions(step_range, split_idle_us, streams, event_marks)
         result = _analyze_with_progress(traces, options, warmup_steps, quiet=json_output)
-    except TraceError as error:  # user data (names, paths) must not be read as markup
-        raise UsageError(escape(str(error))) from None
+    except TraceError as error:
+        raise UsageError(str(error)) from None
     if save:
-        save_run(to_run_data(result, run_name, mode), target, force)
+        with deferred_interrupts():
+            target = save_run(to_run_data(result, run_name, mode), target, force)
     if json_output:
         print_json({"out": str(target) if save else None, "mode": mode, **result.to_dict()})
         return
@@ -117,21 +129,33 @@ def analyze(
 
 def _trace_name(path: Path) -> str:
     stem = re.sub(r"(\.pt)?\.trace|\.json|\.gz|\.sqlite|\.pt\b", "", path.name)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "trace"
+    return _path_safe(stem)
+
+
+def _path_safe(name: str) -> str:
+    """`name` as one directory name: runs of other characters become `-`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:100] or "trace"
 
 
 def _analyze_with_progress(
     traces: list[Path], options: StepOptions, warmup_steps: int, quiet: bool
 ) -> TraceAnalysis:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from stepgap.analyze import analyze_traces
 
-    if quiet:
+    if quiet or not err_console.is_terminal:
         return analyze_traces(traces, options, warmup_steps)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(path: str, done: int, total: int) -> None:
             if path not in tasks:
@@ -151,7 +175,7 @@ def _report(result: TraceAnalysis, run_name: str, target: Path | None) -> None:
         _print_groups(result)
     _print_causes(result.causes)
     for note in result.notes:
-        err_console.print(f"[yellow]note:[/] {escape(note)}")
+        warn(note, "note")
     if target is not None:
         console.print(f"saved: {target}", markup=False, highlight=False)
 
@@ -173,14 +197,7 @@ def _print_causes(causes: dict) -> None:
             for c in causes["by_cause"]
         ]
         header = ["host wait before the gap", "inside", "waited for", "gaps", "µs", "share"]
-        console.print(table("gap time by cause", header, _plain_rows(rows)))
+        console.print(table("gap time by cause", header, rows))
     if causes.get("by_range"):
         rows = [[r["range"], r["us"], r["share"]] for r in causes["by_range"]]
-        console.print(
-            table("gap time by host range", ["host range", "µs", "share"], _plain_rows(rows))
-        )
-
-
-def _plain_rows(rows: list[list]) -> list[list]:
-    """Cells of user data with rich markup escaped (range names hold brackets)."""
-    return [[escape(v) if isinstance(v, str) else v for v in row] for row in rows]
+        console.print(table("gap time by host range", ["host range", "µs", "share"], rows))

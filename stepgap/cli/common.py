@@ -1,4 +1,4 @@
-"""What every command shares: one-line errors, JSON output, console tables."""
+"""What every command shares: one-line plain-text errors, JSON output, console tables."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from reference_engine import ConfigError
-from stepgap.runs import RunError
+from reference_engine.config import ConfigError
+from stepgap.errors import OutputPathError, RunError
 
 # Logs and CI capture output without a terminal; rich would squeeze tables into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -28,9 +29,32 @@ class UsageError(Exception):
     """Bad input found by a command itself."""
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def one_line(text: str) -> str:
+    """The first line of `text`, for messages that must stay one line."""
+    return text.splitlines()[0] if text.strip() else ""
+
+
+def plain(text: str) -> Text:
+    """`text` as it is: brackets in paths and names are not rich markup."""
+    return Text(text)
+
+
+def labelled(label: str, style: str, text: str) -> Text:
+    """`label: text` with only the label styled."""
+    return Text.assemble((f"{label}:", style), " ", text)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print `error: message` (one line, never read as markup) and exit with `code`."""
+    err_console.print(labelled("error", "bold red", one_line(message)), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str, label: str = "warning") -> None:
+    err_console.print(labelled(label, "yellow", one_line(message)), soft_wrap=True)
+
+
+EXPECTED_ERRORS = (ConfigError, RunError, OutputPathError, UsageError, FileExistsError)
 
 
 def handle_errors(command: Callable) -> Callable:
@@ -40,8 +64,8 @@ def handle_errors(command: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ConfigError, RunError, UsageError, FileExistsError) as error:
-            fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        except EXPECTED_ERRORS as error:
+            fail(str(error) or type(error).__name__)
         except OSError as error:
             fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
 
@@ -65,6 +89,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def fmt(value: Any) -> str:
+    if value is None:
+        return "—"
     if isinstance(value, float):
         if math.isnan(value):
             return "—"
@@ -73,10 +99,11 @@ def fmt(value: Any) -> str:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    """A plain table: titles, headers and cells are text, never markup."""
+    out = Table(title=plain(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for i, column in enumerate(columns):
         # The first column names the row: never wrap it, squeeze the numbers instead.
-        out.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        out.add_column(plain(column), justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
-        out.add_row(*(fmt(v) for v in row))
+        out.add_row(*(v if isinstance(v, Text) else plain(fmt(v)) for v in row))
     return out

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
-from stepgap.cli.common import console, fail, handle_errors, print_json
-from stepgap.gate.evaluate import run_gate
+from stepgap.atomic import write_file
+from stepgap.cli.common import console, fail, handle_errors, labelled, plain, print_json
+from stepgap.gate.evaluate import GateReport, run_gate
 from stepgap.gate.inputs import GateInputError, parse_attachments
 from stepgap.gate.output import NOISE_NOTE, junit_xml, markdown, terminal_table, verdict_line
 from stepgap.gate.rules import RulesError
@@ -19,17 +18,27 @@ from stepgap.gate.rules import RulesError
 EXIT_CHECK_FAILED = 1
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file, so a half-written report never replaces a good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+REPORT_MARKS = {"--junit-xml": '<testsuites name="stepgap gate"', "--markdown": "### stepgap gate"}
+
+
+def _check_report_file(path: Path | None, option: str, force: bool) -> None:
+    """Before the gate runs: the report file can be written, and a file already there is a
+    previous gate report (CI rewrites it on every run) or --force allows replacing it."""
+    if path is None:
+        return
+    from stepgap.output_paths import check_file_target
+
+    check_file_target(path, True, option)
+    if path.is_file() and not force and not _is_gate_report(path, REPORT_MARKS[option]):
+        fail(f"{option} {path} exists and is not a stepgap gate report; pass --force to replace it")
+
+
+def _is_gate_report(path: Path, mark: str) -> bool:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with open(path, encoding="utf-8") as handle:
+            return mark in handle.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _attachments(items: list[str], verify: Path | None) -> dict[str, Path]:
@@ -67,30 +76,38 @@ def gate(
             "(the same as --attach verify=FILE)."
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace --junit-xml/--markdown files that are not gate reports.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
 ) -> None:
     """Check RUN against the rules: bounds, overlap/sync ratios, regressions against a
     baseline beyond run-to-run noise, token identity, a `stepgap verify` verdict. Exit 0
     when every check passes, 1 when one fails, 2 on bad input (missing run, malformed
     rules, unknown metric, unreadable verdict)."""
+    _check_report_file(junit_xml_file, "--junit-xml", force)
+    _check_report_file(markdown_file, "--markdown", force)
     try:
         report = run_gate(run, rules, baseline, _attachments(attach or [], verify))
     except (RulesError, GateInputError) as error:
-        fail(escape(str(error)))  # messages quote `[noise]`, `[[rule]]`: text, not markup
+        fail(str(error))
     if junit_xml_file is not None:
-        _write_atomically(junit_xml_file, junit_xml(report))
+        write_file(junit_xml_file, junit_xml(report))
     if markdown_file is not None:
-        _write_atomically(markdown_file, markdown(report))
+        write_file(markdown_file, markdown(report))
     if json_output:
         print_json(report.to_dict())
     else:
-        console.print(terminal_table(report))
-        for check in report.failures:
-            line = escape(f"{check.title}: {check.detail}")
-            console.print(f"[bold red]FAIL[/] {line}", soft_wrap=True)
-        for check in report.noise_passes:
-            console.print(f"[yellow]note:[/] {escape(check.title)} {NOISE_NOTE}", soft_wrap=True)
-        colour = "green" if report.passed else "bold red"
-        console.print(f"[{colour}]{verdict_line(report)}[/]")
+        _print(report)
     if not report.passed:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _print(report: GateReport) -> None:
+    console.print(terminal_table(report))
+    for check in report.failures:
+        console.print(Text.assemble(("FAIL", "bold red"), f" {check.title}: {check.detail}"))
+    for check in report.noise_passes:
+        console.print(labelled("note", "yellow", f"{check.title} {NOISE_NOTE}"), soft_wrap=True)
+    colour = "green" if report.passed else "bold red"
+    console.print(plain(verdict_line(report)), style=colour)

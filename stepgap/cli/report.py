@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from stepgap.cli.common import console, err_console, fail, handle_errors
+from stepgap.cli.common import console, fail, handle_errors, labelled, print_json, warn
 from stepgap.identity import NEAR_TIE_LOGIT_MARGIN
+from stepgap.output_paths import check_file_target
 from stepgap.report import build_report
+from stepgap.report.builder import ReportInfo
 from stepgap.report.tables import ordered_by_mode
 from stepgap.report.verification import VerdictView, read_verdict_view
 from stepgap.runs import RunData, load_runs
@@ -29,7 +30,7 @@ def _load_verdicts(paths: list[Path]) -> list[VerdictView]:
         try:
             views.append(read_verdict_view(path))
         except VerdictError as error:
-            fail(escape(str(error)))  # exits 2
+            fail(str(error))  # exits 2
     return views
 
 
@@ -43,8 +44,9 @@ def report(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="HTML file to write (replaced atomically).")
+        Path, typer.Option("--out", "-o", help="HTML file to write (atomically).")
     ] = Path("report.html"),
+    force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     plots_dir: Annotated[
         Path | None, typer.Option(help="Also write each figure as PNG and SVG here.")
     ] = None,
@@ -58,29 +60,50 @@ def report(
             "(checks, first failure, planted faults). Repeatable."
         ),
     ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print what was written as JSON.")
+    ] = False,
 ) -> None:
     """Write a self-contained HTML report of RUNS: device timeline, gap distribution and
     attribution, latencies, throughput, metrics with ratios, token identity, environments,
-    and with --verify the verdicts of `stepgap verify`."""
+    and with --verify the verdicts of `stepgap verify`. Runs of `stepgap analyze` add the
+    three idle figures, each rank and stream on its own, and why the gaps happened."""
+    check_file_target(out, force, "--out")
+    if plots_dir is not None:  # figures in it are replaced: they are derived files
+        check_file_target(Path(plots_dir) / "figure.svg", True, "--plots-dir")
     loaded = _load(runs)
     verdicts = _load_verdicts(verify or [])
     info = build_report(loaded, out, plots_dir, near_tie, verdicts)
+    if json_output:
+        print_json(_summary(info, loaded, verdicts, plots_dir))
+        return
     for warning in info.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        warn(warning)
     for skipped in info.skipped:
-        err_console.print(f"[yellow]note:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
-    console.print(
-        f"report: {escape(str(info.path))} ({len(loaded)} runs, {len(info.figures)} figures, "
-        f"{_verdict_count(verdicts)}{info.size_bytes / 1e3:,.0f} kB)",
-        highlight=False,
-        soft_wrap=True,
+        warn(skipped, "note")
+    line = (
+        f"{info.path} ({len(loaded)} runs, {len(info.figures)} figures, "
+        f"{_verdict_count(verdicts)}{info.size_bytes / 1e3:,.0f} kB)"
     )
+    console.print(labelled("report", "", line), soft_wrap=True)
     if info.plot_files:
-        console.print(
-            f"plots: {len(info.plot_files)} files in {escape(str(plots_dir))}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        console.print(labelled("plots", "", f"{len(info.plot_files)} files in {plots_dir}"))
+
+
+def _summary(
+    info: ReportInfo, runs: list[RunData], verdicts: list[VerdictView], plots_dir: Path | None
+) -> dict:
+    return {
+        "report": str(info.path),
+        "runs": [str(run.path) for run in runs],
+        "figures": len(info.figures),
+        "bytes": info.size_bytes,
+        "verdicts": len(verdicts),
+        "plots": [str(path) for path in info.plot_files],
+        "plots_dir": str(plots_dir) if plots_dir else None,
+        "warnings": list(info.warnings),
+        "notes": list(info.skipped),
+    }
 
 
 def _verdict_count(verdicts: list[VerdictView]) -> str:

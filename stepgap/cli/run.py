@@ -1,41 +1,26 @@
-"""`stepgap run`: run a workload under the sync and/or overlap schedule and save it."""
+"""`stepgap run`: run a workload under the sync and/or overlap schedule and save it.
+
+The command builds the run's configuration and checks the output path before anything
+heavy is imported or built: a bad `--out` fails in well under a second, and a run that
+cannot fit in memory is refused with the numbers before the model is allocated.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from reference_engine import MODES, ConfigError
-from stepgap.cli.common import console, err_console, handle_errors, print_json, table
-from stepgap.identity import compare_tokens
-from stepgap.runner import PartialRun, RunConfig, run_workload
-from stepgap.runs import RunData, check_writable, save_group, save_run
-from stepgap.summary_view import side_by_side
-from stepgap.workloads import DEFAULT_WORKLOAD, load_workload
+from stepgap.cli.common import console, err_console, handle_errors, plain, warn
+from stepgap.workloads import DEFAULT_WORKLOAD, Workload, load_workload
 
+if TYPE_CHECKING:
+    from stepgap.runner import RunConfig
+    from stepgap.runs import RunData
 
-def _parse_overrides(items: list[str]) -> dict[str, int | float | bool | str]:
-    overrides: dict[str, int | float | bool | str] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--model-override takes KEY=VALUE, got {item!r}")
-        value: int | float | bool | str = raw
-        for convert in (int, float):
-            try:
-                value = convert(raw)
-                break
-            except ValueError:
-                continue
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        overrides[key] = value
-    return overrides
+MODE_CHOICES = ("sync", "overlap", "both")
 
 
 @handle_errors
@@ -46,9 +31,16 @@ def run(
     ] = DEFAULT_WORKLOAD,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[
-        Path | None, typer.Option(help="Run directory to write (default: runs/<workload>-<time>).")
+        Path | None,
+        typer.Option(help="Run directory to write (default: runs/<workload>-<mode>-<time>)."),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an existing --out run directory (only a stepgap run, and only once "
+            "the new run is complete)."
+        ),
+    ] = False,
     profile: Annotated[
         bool, typer.Option(help="Also save a PyTorch profiler trace of a window of steps.")
     ] = False,
@@ -60,6 +52,13 @@ def run(
     model_override: Annotated[
         list[str] | None, typer.Option(help="Model field override KEY=VALUE, repeatable.")
     ] = None,
+    goodput: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Service-level objective KEY:MS for request_goodput, KEY one of ttft, tpot, "
+            "e2el (as `vllm bench serve --goodput`); repeatable."
+        ),
+    ] = None,
     cuda_graphs: Annotated[
         bool, typer.Option("--cuda-graphs/--eager", help="CUDA graphs for decode on GPU.")
     ] = True,
@@ -69,10 +68,16 @@ def run(
     warmup_steps: Annotated[int, typer.Option(help="Decode steps left out of gap stats.")] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
 ) -> None:
-    """Run a workload on the reference engine, print its step gaps and latencies, save it."""
-    modes = MODES if mode == "both" else (mode,)
+    """Run a workload on the reference engine, print its step gaps, latencies and
+    throughput with the overlap/sync ratios and their noise, and save it."""
+    from reference_engine.config import ConfigError
+    from stepgap.model_overrides import parse_overrides
+    from stepgap.output_paths import check_run_target, default_run_dir
+
+    if mode not in MODE_CHOICES:
+        raise ConfigError(f"unknown mode {mode!r}; choose sync, overlap or both")
     chosen = load_workload(workload)
-    overrides = {**chosen.model_overrides, **_parse_overrides(model_override or [])}
+    overrides = {**chosen.model_overrides, **parse_overrides(model_override or [])}
     chosen = chosen.with_overrides(
         num_requests=num_requests,
         concurrency=concurrency,
@@ -80,48 +85,103 @@ def run(
         seed=seed,
         model_overrides=overrides,
     )
-    config = RunConfig(
-        workload=chosen,
-        modes=modes,  # type: ignore[arg-type]
+    target = check_run_target(out, force) if out else default_run_dir(f"{chosen.name}-{mode}")
+    from stepgap.goodput import parse_goodput  # pandas: after the path, which fails fastest
+
+    slo = parse_goodput(goodput or [])
+    config = _config(
+        chosen,
+        mode,
         device=device,
         cuda_graphs=cuda_graphs,
         instrument=instrument,
         profile_steps=profile_steps if profile else 0,
         warmup_steps=warmup_steps,
+        goodput=slo,
     )
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = out or Path("runs") / f"{chosen.name}-{mode}-{stamp}"
-    check_writable(target, force)
     if not json_output:
-        console.print(
-            f"workload [bold]{chosen.label}[/]: model {chosen.model_config().name}, "
-            f"{chosen.num_requests} requests, concurrency {chosen.concurrency}"
-        )
+        console.print(plain(_headline(chosen)))
+    runs = _measure(config, target, force, quiet=json_output)
+    _report(runs, json_output)
+
+
+def _config(chosen: Workload, mode: str, **settings: Any) -> RunConfig:
+    from reference_engine import MODES
+    from stepgap.runner import RunConfig
+
+    modes = MODES if mode == "both" else (mode,)
+    return RunConfig(workload=chosen, modes=modes, **settings)  # type: ignore[arg-type]
+
+
+def _headline(chosen: Workload) -> str:
+    arrival = "all at once" if chosen.arrival == "all" else f"Poisson {chosen.rate_per_s:g}/s"
+    lengths = f"{chosen.input_len_min or chosen.input_len}-{chosen.input_len}"
+    return (
+        f"workload {chosen.label}: model {chosen.model_config().name}, {chosen.num_requests} "
+        f"requests, concurrency {chosen.concurrency}, prompts {lengths} tokens, "
+        f"{chosen.output_len} output tokens, arrivals {arrival}"
+    )
+
+
+def _measure(config: RunConfig, target: Path, force: bool, quiet: bool) -> list[RunData]:
+    """Run, then save what was measured — all of it, or on Ctrl-C what was finished."""
+    from stepgap.footprint import gigabytes
+    from stepgap.runner import PartialRun
+
+    footprint = config.check_memory()
+    if not quiet:
+        size = gigabytes(footprint.device_total + footprint.host)
+        err_console.print(plain(f"memory: about {size} on {config.device_kind}"), style="dim")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            runs = _run_with_progress(config, quiet=json_output)
+            runs = _run_with_progress(config, quiet)
         for warning in caught:
-            err_console.print(f"[yellow]warning:[/] {warning.message}")
+            warn(str(warning.message))
     except PartialRun as partial:
-        _save(partial.runs, target, force, grouped=len(modes) > 1)
-        err_console.print(f"interrupted: incomplete run saved to {target}")
+        _save_interrupted(partial.runs, target, grouped=len(config.modes) > 1)
         raise typer.Exit(130) from None
-    _save(runs, target, force, grouped=len(modes) > 1)
-    _report(runs, target, json_output)
+    saved = _save(runs, target, force, grouped=len(config.modes) > 1)
+    if saved != target:
+        warn(f"{target} was taken while the run went on; saved to {saved} instead")
+    return _located(runs, saved)
+
+
+def _located(runs: list[RunData], saved: Path) -> list[RunData]:
+    for run in runs:
+        run.path = saved / run.mode if len(runs) > 1 else saved
+    return runs
+
+
+def _save_interrupted(runs: list[RunData], target: Path, grouped: bool) -> None:
+    """Ctrl-C: save what was measured, never over an existing (complete) run."""
+    if not runs:
+        err_console.print("interrupted before anything was measured: nothing saved")
+        return
+    from stepgap.output_paths import free_name
+
+    place = free_name(target, "-incomplete") if target.exists() else target
+    saved = _save(runs, place, force=False, grouped=grouped)
+    err_console.print(plain(f"interrupted: what was measured is saved, marked incomplete: {saved}"))
 
 
 def _run_with_progress(config: RunConfig, quiet: bool) -> list[RunData]:
-    if quiet:
-        return run_workload(config)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
     )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+
+    from stepgap.runner import run_workload
+
+    if quiet or not err_console.is_terminal:  # no bar in logs: it would leave blank lines
+        return run_workload(config)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
 
         def progress(mode: str, finished: int, total: int) -> None:
             if mode not in tasks:
@@ -131,44 +191,23 @@ def _run_with_progress(config: RunConfig, quiet: bool) -> list[RunData]:
         return run_workload(config, progress)
 
 
-def _save(runs: list[RunData], target: Path, force: bool, grouped: bool) -> None:
-    """One mode: a run directory; several: a group directory, even if interrupted early."""
-    if grouped:
-        save_group(runs, target, force)
-    elif runs:
-        save_run(runs[0], target, force)
+def _save(runs: list[RunData], target: Path, force: bool, grouped: bool) -> Path:
+    """One mode: a run directory; several: a group directory, even if interrupted early.
+    Ctrl-C waits until the directory is complete."""
+    from stepgap.interrupts import deferred_interrupts
+    from stepgap.runs import save_group, save_run
+
+    with deferred_interrupts():
+        if grouped:
+            return save_group(runs, target, force)
+        return save_run(runs[0], target, force)
 
 
-def _report(runs: list[RunData], target: Path, json_output: bool) -> None:
-    summaries = {r.mode: r.summary for r in runs}
-    identity = None
-    if len(runs) == 2:
-        a, b = runs
-        identity = compare_tokens(a.tokens, b.tokens, a.margins, b.margins)
+def _report(runs: list[RunData], json_output: bool) -> None:
+    from stepgap.cli.common import print_json
+    from stepgap.cli.run_report import print_report, report_json
+
     if json_output:
-        print_json(
-            {
-                "out": str(target),
-                "runs": {r.mode: {"summary": r.summary, "complete": r.complete} for r in runs},
-                "tokens_identical": identity.identical if identity else None,
-                "identity": identity.to_dict() if identity else None,
-                "workload": runs[0].meta["workload"]["label"] if runs else None,
-            }
-        )
+        print_json(report_json(runs))
         return
-    rows = side_by_side(summaries)
-    names = list(summaries)
-    columns = ["metric", *names] + (
-        ["overlap/sync" if names == list(MODES) else "ratio"] if len(names) > 1 else []
-    )
-    body = [
-        [row["label"], *(row[n] for n in names)] + ([row["ratio"]] if len(names) > 1 else [])
-        for row in rows
-    ]
-    label = runs[0].meta["workload"]["label"]
-    device = runs[0].meta["environment"]["device"]["name"]
-    console.print(table(f"{label} on {device}", columns, body))
-    if identity is not None:
-        verdict = "[green]identical[/]" if identity.identical else f"[red]{identity.describe()}[/]"
-        console.print(f"tokens: {verdict}")
-    console.print(f"saved: {target}")
+    print_report(runs)

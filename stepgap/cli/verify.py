@@ -7,13 +7,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from reference_engine import RunInterrupted
 from reference_engine.faults import FAULT_INFO, Fault, parse_faults
 from reference_engine.jitter import JITTER_LEVELS, jitter_level
 from stepgap import environment
-from stepgap.cli.common import UsageError, console, err_console, handle_errors, table
+from stepgap.cli.common import (
+    UsageError,
+    console,
+    err_console,
+    handle_errors,
+    labelled,
+    table,
+)
+from stepgap.output_paths import check_file_target
 from stepgap.verify.cases import FAMILIES, WORKLOADS
 from stepgap.verify.checks import CHECKS, Finding
 from stepgap.verify.runner import (
@@ -81,8 +96,8 @@ def verify(
         raise UsageError("--fault and --all-faults exclude each other")
     if seeds < 1 or first_seed < 0:
         raise UsageError("--seeds must be >= 1 and --first-seed >= 0")
-    if out is not None and out.exists() and not force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    if out is not None:
+        check_file_target(out, force, "--out")
     config = VerifyConfig(
         families=tuple(family or FAMILIES),
         workloads=tuple(workload or WORKLOADS),
@@ -132,11 +147,11 @@ def _run(
             return table_.clean, table_
         return run_verify(config, progress), None
 
-    if quiet:
+    if quiet or not err_console.is_terminal:
         return go(None)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(label: str, done: int, total: int) -> None:
             key = f"{label:28s}"
@@ -153,8 +168,8 @@ def _report(
     rows = []
     for name in CHECKS:
         failing = result.failures(name)
-        first = min(failing[0].findings[name], key=Finding.sort_key).where() if failing else "—"
-        rows.append([name, len(result.cases), len(failing), first])
+        where = min(failing[0].findings[name], key=Finding.sort_key).where() if failing else "—"
+        rows.append([name, len(result.cases), len(failing), where])
     console.print(table("checks", ["check", "runs", "failed", "first failure"], rows))
     first = result.first_failure()
     if first is not None:
@@ -170,7 +185,7 @@ def _report(
     colour, word = ("green", "PASSED") if passed else ("red", "FAILED")
     console.print(f"verdict: [bold {colour}]{word}[/]")
     if out is not None:
-        console.print(f"saved: {out}")
+        console.print(labelled("saved", "", str(out)))
 
 
 def _first_checks(result: VerifyResult) -> str:

@@ -27,6 +27,7 @@ from stepgap.gate.facts import FACTS, FactValue
 from stepgap.gate.inputs import GateInputError, GateInputs, load_inputs, metric_value
 from stepgap.gate.noise import ChangeInterval, NoiseSettings, change_interval, metric_samples
 from stepgap.gate.rules import Rule, RuleSet, load_rules
+from stepgap.metric_registry import canonical
 
 _COMPARE = {
     "<=": operator.le,
@@ -188,7 +189,7 @@ def _metric_targets(subject: str, inputs: GateInputs) -> list[tuple[str, str, bo
 
 
 def _check_metric(metric: str, valid: list[str]) -> None:
-    if metric in valid:
+    if metric in valid or canonical(metric) in valid:  # schema-1 names still read
         return
     close = difflib.get_close_matches(metric, valid + list(FACTS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -6,21 +6,24 @@ per-step gaps of decode steps after warm-up). Resampling those samples with repl
 comparing a run with a baseline this way gives an interval for the relative change. A
 fixed seed makes every interval deterministic, so a gate gives the same verdict twice.
 
-Metrics with per-sample data: `gap_*_us` (steps.csv gap_before_us, via
-`stepgap.metrics.gap_sample`), `tpot_*_ms`, `ttft_*_ms`, `e2e_p50_ms` and
-`decode_speed_tok_s` (requests.csv), `itl_*_ms` (token_times in tokens.jsonl). Totals and
-whole-run ratios (throughput, idle fraction, wall time, maxima) have none.
+Which samples stand behind which metric is `stepgap.metric_registry`'s `Metric.noise`:
+per-step gaps for `gap_*_us`, per-request TTFT, TPOT, E2E latency and decode speed
+(requests.csv), inter-token latencies (token times in tokens.jsonl). Totals, maxima and the
+idle fraction have none; throughput has proxy samples only (the decode steps' token rate),
+which `stepgap run` and `compare` use for their ratios' noise and a gate does not.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from stepgap import metric_registry as registry
+from stepgap.metric_registry import Samples
+from stepgap.metric_registry import Statistic as StatisticKind
 from stepgap.metrics import DEFAULT_WARMUP_STEPS, gap_sample, itl_samples_ms
 from stepgap.runs import RunData
 
@@ -93,13 +96,19 @@ def _percentile(q: float) -> Statistic:
     return lambda values: np.percentile(values, q, axis=-1)
 
 
-STATISTICS: dict[str, Statistic] = {
-    "p50": lambda values: np.median(values, axis=-1),
-    "p90": _percentile(90),
-    "p99": _percentile(99),
-    "mean": lambda values: np.mean(values, axis=-1),
+def _rate(values: np.ndarray) -> np.ndarray:
+    """Σ tokens / Σ periods of (tokens, period) rows: a token rate, per resample."""
+    return values[..., 0].sum(axis=-1) / values[..., 1].sum(axis=-1)
+
+
+STATISTICS: dict[StatisticKind, Statistic] = {
+    StatisticKind.MEDIAN: lambda values: np.median(values, axis=-1),
+    StatisticKind.P90: _percentile(90),
+    StatisticKind.P99: _percentile(99),
+    StatisticKind.MEAN: lambda values: np.mean(values, axis=-1),
+    StatisticKind.STD: lambda values: np.std(values, axis=-1),
+    StatisticKind.RATE: _rate,
 }
-STATISTIC_NAMES = {"p50": "median", "p90": "p90", "p99": "p99", "mean": "mean"}
 
 
 def _request_column(column: str) -> Callable[[RunData], np.ndarray]:
@@ -111,35 +120,52 @@ def _request_column(column: str) -> Callable[[RunData], np.ndarray]:
     return values
 
 
+def _warmup(run: RunData) -> int:
+    return int(run.summary.get("warmup_steps", DEFAULT_WARMUP_STEPS) or 0)
+
+
 def _gaps(run: RunData) -> np.ndarray:
-    warmup = int(run.summary.get("warmup_steps", DEFAULT_WARMUP_STEPS))
-    return gap_sample(run.steps, warmup).to_numpy(dtype=float)
+    return gap_sample(run.steps, _warmup(run)).to_numpy(dtype=float)
 
 
-# Metric family -> where its samples come from (metrics.summarize computes from the same).
-SAMPLE_SOURCES: dict[str, Callable[[RunData], np.ndarray]] = {
-    "gap": _gaps,
-    "tpot": _request_column("tpot_ms"),
-    "ttft": _request_column("ttft_ms"),
-    "e2e": _request_column("e2e_ms"),
-    "itl": lambda run: itl_samples_ms(run.token_times),
+def _step_rates(run: RunData) -> np.ndarray:
+    """(tokens, device period µs) per decode step after warm-up, the gap before it included:
+    the steps' token rate is what decode throughput is made of."""
+    if "batch_size" not in run.steps.columns:
+        return np.empty((0, 2))
+    gaps = gap_sample(run.steps, _warmup(run))
+    steps = run.steps.loc[gaps.index]
+    periods = steps.busy_us.to_numpy(dtype=float) + gaps.to_numpy(dtype=float)
+    return np.column_stack([steps.batch_size.to_numpy(dtype=float), periods])
+
+
+# Where each kind of sample comes from (metrics.summarize computes from the same).
+SAMPLE_SOURCES: dict[Samples, Callable[[RunData], np.ndarray]] = {
+    Samples.GAPS: _gaps,
+    Samples.TPOT: _request_column("tpot_ms"),
+    Samples.TTFT: _request_column("ttft_ms"),
+    Samples.E2EL: _request_column("e2e_ms"),
+    Samples.DECODE_SPEED: _request_column("decode_speed_tok_s"),
+    Samples.ITL: lambda run: itl_samples_ms(run.token_times),
+    Samples.STEP_RATE: _step_rates,
 }
-_FAMILY_METRIC = re.compile(r"^(?P<family>[a-z0-9]+)_(?P<stat>p50|p90|p99|mean)_(?:us|ms)$")
-_WHOLE_METRICS = {"decode_speed_tok_s": (_request_column("decode_speed_tok_s"), "mean")}
 
 
-def metric_samples(run: RunData, metric: str) -> MetricSamples | None:
-    """The samples behind `metric` in `run`, or None when the metric has no per-sample data."""
-    match = _FAMILY_METRIC.match(metric)
-    if match and match["family"] in SAMPLE_SOURCES:
-        source, stat = SAMPLE_SOURCES[match["family"]], match["stat"]
-    elif metric in _WHOLE_METRICS:
-        source, stat = _WHOLE_METRICS[metric]
-    else:
+def metric_samples(run: RunData, metric: str, proxies: bool = False) -> MetricSamples | None:
+    """The samples behind `metric` in `run` (stepgap.metric_registry says which), or None
+    when it has none. Proxy samples (the step rate behind throughput) only with `proxies`:
+    a gate judges a metric only by samples whose statistic is that metric."""
+    registered = registry.metric(metric)
+    if registered is None or registered.noise is None:
         return None
-    values = source(run)
-    values = values[~np.isnan(values)]
-    return MetricSamples(metric, values, STATISTIC_NAMES[stat], STATISTICS[stat])
+    noise = registered.noise
+    if not noise.exact and not proxies:
+        return None
+    values = SAMPLE_SOURCES[noise.samples](run)
+    missing = np.isnan(values) if values.ndim == 1 else np.isnan(values).any(axis=1)
+    values = values[~missing]
+    statistic = STATISTICS[noise.statistic]
+    return MetricSamples(metric, values, noise.statistic.value, statistic)
 
 
 def bootstrap(

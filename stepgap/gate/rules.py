@@ -204,7 +204,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         line = _key_line(text, "rule")
         raise RulesError(f"{_where(source, line)}'rule' must be [[rule]] tables")
-    headers = _rule_header_lines(text)
+    headers: list[int | None] = list(_rule_header_lines(text))
     if len(headers) != len(tables):  # e.g. inline `rule = [{...}]`: lines unknown
         headers = [None] * len(tables)
     rules = tuple(

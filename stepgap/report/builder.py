@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from stepgap.identity import NEAR_TIE_LOGIT_MARGIN
-from stepgap.report import html
+from stepgap.report import html, idle_sections
+from stepgap.report.data import step_groups
 from stepgap.report.figures import PNG_DPI, render
 from stepgap.report.output import check_output_path, write_atomically
 from stepgap.report.plots import PLOTS, Plot
@@ -74,6 +75,7 @@ def build_report(
             _identity_section(runs, labels, near_tie),
             verification_section(verdicts) if verdicts else "",
             _metrics_section(runs, labels),
+            idle_sections.sections(labelled),
             *(_plot_section(plot, pngs.get(plot.name)) for plot in plots),
             _environment_section(labelled, styles),
         ]
@@ -132,6 +134,9 @@ def _legend(labelled: list[tuple[str, RunData]], styles: dict[str, RunStyle]) ->
     entries = []
     for label, run in labelled:
         steps = f"{len(run.steps):,} steps"
+        groups = len(step_groups(run))
+        if groups > 1:
+            steps += f" in {groups} rank/stream groups"
         status = "" if run.complete else " · INCOMPLETE"
         entries.append((label, styles[label].colour, f"({run.mode} · {steps}{status})"))
     return entries
@@ -192,6 +197,11 @@ def _metrics_section(runs: list[RunData], labels: list[str]) -> str:
         if len(runs) > 1
         else "Gap statistics over decode steps after warm-up."
     )
+    if any(len(step_groups(run)) > 1 for run in runs):
+        explain += (
+            " A trace's ranks and streams pool their gaps here, each group after its own "
+            "warm-up; 'Per rank and stream' below has each group's own."
+        )
     return html.section("Summary", body + html.note(explain), "summary")
 
 

@@ -3,11 +3,20 @@
 Everything here bounds its output size whatever the run length — a window of steps for
 the timeline, quantiles for CDFs, binned counts for histograms and throughput — so a
 100 000-step run plots as fast as a 100-step one. Nothing here draws or writes.
+
+An analyzed trace's steps come in groups — per rank and device, and per stream when
+analyzed with `--streams separate` — each measured on its own (`gap_before_us` is the idle
+since the group's previous steps ended, never negative; `overlap_before_us` how long a step
+ran beside them). `step_groups` splits a run into those groups; every figure keeps them
+apart and takes each step's gap from its row, never from two rows of different groups.
+An engine run is one group.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +33,7 @@ STEPS_PER_THROUGHPUT_BIN = 8
 LOG_SCALE_SPAN = 100.0  # max / min positive value from which an axis is log-scaled
 ATTRIBUTION_COLUMNS = [f"gap_{phase}_us" for phase in (*PHASES, "other")]
 LATENCY_METRICS = {"tpot": "TPOT", "itl": "ITL", "ttft": "TTFT"}
+GROUP_KEYS = ("rank", "device", "stream")  # what tells an analyzed trace's step groups apart
 
 
 def warmup_steps(run: RunData) -> int:
@@ -49,28 +59,95 @@ def has_step_timing(steps: pd.DataFrame) -> bool:
     return needed <= set(steps.columns) and len(steps) > 0
 
 
-def gap_values(run: RunData) -> np.ndarray:
-    """The gaps (µs) the summary statistics use: decode steps after warm-up."""
-    if not has_step_timing(run.steps):
+@dataclass(frozen=True)
+class StepGroup:
+    """The steps of one rank, device (and stream) of a run: a lane of the report."""
+
+    name: str  # "rank 1 · stream 9": the keys that differ between the run's groups; "" if one
+    key: dict[str, Any]  # column -> value, as in steps.csv
+    steps: pd.DataFrame  # the group's rows, in the run's order
+
+
+def group_keys(run: RunData) -> list[str]:
+    """The steps.csv columns whose values make one step group: those of run.json's
+    `groups` entries (written by `stepgap analyze`), else rank and device (and stream with
+    `--streams separate`) where present. Empty for an engine run: one group."""
+    columns = set(run.steps.columns)
+    groups = run.meta.get("groups")
+    if isinstance(groups, list) and groups and isinstance(groups[0], dict):
+        keys = [k for k in GROUP_KEYS if k in groups[0]]
+    else:
+        analyze = (run.meta.get("config") or {}).get("analyze") or {}
+        separate = isinstance(analyze, dict) and analyze.get("streams") == "separate"
+        keys = ["rank", "device", *(["stream"] if separate else [])]
+    return [k for k in keys if k in columns]
+
+
+def plain(value: Any) -> str:
+    """A group key's value as text: 0 for 0.0, the label itself for "7+9"."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def step_groups(run: RunData) -> list[StepGroup]:
+    """The run's step groups in key order; one unnamed group for an engine run."""
+    keys, steps = group_keys(run), run.steps
+    if not keys or not len(steps):
+        return [StepGroup("", {}, steps)]
+    split = list(steps.groupby(keys, sort=True, dropna=False))
+    if len(split) == 1:
+        values = split[0][0] if isinstance(split[0][0], tuple) else (split[0][0],)
+        return [StepGroup("", dict(zip(keys, values, strict=True)), steps)]
+    varying = [k for k in keys if steps[k].nunique(dropna=False) > 1]
+    groups = []
+    for values, rows in split:
+        key = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
+        name = " · ".join(f"{k} {plain(key[k])}" for k in varying)
+        groups.append(StepGroup(name, key, rows))
+    return groups
+
+
+def lane_label(run_label: str, group: StepGroup) -> str:
+    """A group's label in figures: the run's label, then the group's name if it has one."""
+    return f"{run_label} · {group.name}" if group.name else run_label
+
+
+def group_gap_values(steps: pd.DataFrame, warmup: int) -> np.ndarray:
+    """One group's gaps (µs) that the summary statistics use: decode steps after the
+    group's own warm-up, each gap as its row states it."""
+    if not has_step_timing(steps):
         return np.array([])
-    sample = gap_sample(normalized_steps(run.steps), warmup_steps(run))
-    return sample.to_numpy(dtype=float)
+    return gap_sample(normalized_steps(steps), warmup).to_numpy(dtype=float)
+
+
+def gap_values(run: RunData) -> np.ndarray:
+    """The gaps (µs) the summary statistics use: decode steps after warm-up, in each step
+    group after its own warm-up (as `stepgap analyze` pools them)."""
+    warmup = warmup_steps(run)
+    samples = [group_gap_values(group.steps, warmup) for group in step_groups(run)]
+    return np.concatenate(samples) if samples else np.array([])
 
 
 def timeline_window(steps: pd.DataFrame, warmup: int, length: int = TIMELINE_STEPS) -> pd.DataFrame:
-    """A typical window of `length` consecutive decode steps after warm-up, times relative
-    to the window's first step.
+    """A typical window of `length` consecutive decode steps after warm-up of one step
+    group, in the order they start on the device, times relative to the window's first
+    step.
 
-    Of all such windows in the run, the one whose idle time (sum of the gaps inside it) is
-    the median: neither a lucky nor an unlucky stretch. With no window that long, the
-    longest decode streak. Columns: step, start_us, end_us (from the window start),
-    busy_us, gap_before_us (NaN for the first step).
+    Of all such windows in the group, the one whose idle time (sum of the gaps inside it)
+    is the median: neither a lucky nor an unlucky stretch. With no window that long, the
+    longest decode streak. Each gap is the row's own `gap_before_us` (never recomputed from
+    two rows: with overlapping steps the previous row is not what the device waited for).
+    Columns: step, start_us, end_us (from the window start), busy_us, gap_before_us (NaN
+    for the first step), overlap_before_us (0 where the row has none).
     """
-    columns = ["step", "start_us", "end_us", "busy_us", "gap_before_us"]
+    columns = ["step", "start_us", "end_us", "busy_us", "gap_before_us", "overlap_before_us"]
     if not has_step_timing(steps):
         return pd.DataFrame(columns=columns)
     steps = normalized_steps(steps).dropna(subset=["device_start_us", "device_end_us"])
-    steps = steps.reset_index(drop=True)
+    steps = steps.sort_values("device_start_us", kind="stable").reset_index(drop=True)
     if not len(steps):
         return pd.DataFrame(columns=columns)
     is_decode = ((steps.kind == "decode") & ~steps.after_idle.astype(bool)).to_numpy()
@@ -79,8 +156,9 @@ def timeline_window(steps: pd.DataFrame, warmup: int, length: int = TIMELINE_STE
         eligible = is_decode if is_decode.any() else np.ones(len(steps), dtype=bool)
     streak = _streak_lengths(eligible)
     ends = np.flatnonzero(streak >= length)
+    gap_column = steps.gap_before_us.astype(float)
     if len(ends):
-        gaps = (steps.device_start_us - steps.device_end_us.shift(1)).fillna(0.0).to_numpy()
+        gaps = gap_column.fillna(0.0).to_numpy()
         inner = np.convolve(gaps, np.ones(max(length - 1, 1)), mode="full")[: len(gaps)]
         idle = inner[ends] if length > 1 else np.zeros(len(ends))
         end = int(ends[np.argsort(idle, kind="stable")[len(ends) // 2]])
@@ -90,13 +168,21 @@ def timeline_window(steps: pd.DataFrame, warmup: int, length: int = TIMELINE_STE
         begin = end - int(streak[end]) + 1
     window = steps.iloc[begin : end + 1]
     origin = window.device_start_us.iloc[0]
+    gap = gap_column.iloc[begin : end + 1].to_numpy().copy()
+    gap[0] = np.nan  # before the window: not drawn
+    overlap = (
+        window.overlap_before_us.astype(float).fillna(0.0).to_numpy()
+        if "overlap_before_us" in window
+        else np.zeros(len(window))
+    )
     return pd.DataFrame(
         {
             "step": window.step.to_numpy() if "step" in window else np.arange(begin, end + 1),
             "start_us": (window.device_start_us - origin).to_numpy(),
             "end_us": (window.device_end_us - origin).to_numpy(),
             "busy_us": (window.device_end_us - window.device_start_us).to_numpy(),
-            "gap_before_us": (window.device_start_us - window.device_end_us.shift(1)).to_numpy(),
+            "gap_before_us": gap,
+            "overlap_before_us": overlap,
         }
     )
 

@@ -16,11 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from stepgap.report.data import LATENCY_METRICS
-from stepgap.report.style import IDLE_COLOUR, PHASE_COLOURS, RunStyle
+from stepgap.report.style import IDLE_COLOUR, OVERLAP_COLOUR, PHASE_COLOURS, RunStyle
 
 WIDTH_IN = 11.0  # drawn at 100 dpi: the page column's width in CSS pixels
 PNG_DPI = 150  # 1.5x the displayed size keeps text sharp on high-density laptop screens
 GAP_LABELS_MAX = 24  # annotate each gap's µs in a timeline lane when it has at most this many
+LABEL_SPACING = 0.04  # of the time axis: closer gap labels would overlap; the later is left out
 RC = {
     "font.size": 11,
     "axes.titlesize": 12.5,
@@ -76,20 +77,37 @@ def _fmt_us(value: float) -> str:
     return f"{value:.1f}"
 
 
-def timeline_figure(windows: dict[str, pd.DataFrame], styles: dict[str, RunStyle]) -> Figure:
+def timeline_figure(
+    windows: dict[str, pd.DataFrame], styles: dict[str, RunStyle], per: str = "run"
+) -> Figure:
     """Device busy (mode colour) and idle (red) over a window of decode steps, one lane per
-    run, every lane starting at its window's first step, on one time axis."""
+    run (per step group of an analyzed trace), every lane starting at its window's first
+    step, on one time axis. A step that ran beside the steps before it (overlap) is hatched
+    over that stretch and has no gap."""
     with mpl.rc_context(RC):
         lanes = list(windows)
         figure = _figure(1.0 + 0.95 * len(lanes))
         axes = figure.add_subplot()
         span = max(float(w.end_us.max()) for w in windows.values())
         unit, scale = _time_unit(span)
+        overlapping = False
         for i, label in enumerate(lanes):
             window, y = windows[label], len(lanes) - 1 - i
             busy = list(zip(window.start_us * scale, window.busy_us * scale, strict=True))
             axes.broken_barh(busy, (y - 0.3, 0.6), facecolors=styles[label].colour)
+            overlap = _overlaps(window)
+            if len(overlap):
+                overlapping = True
+                axes.broken_barh(
+                    list(zip(overlap.start_us * scale, overlap.width_us * scale, strict=True)),
+                    (y - 0.3, 0.6),
+                    facecolors="none",
+                    edgecolor=OVERLAP_COLOUR,
+                    hatch="////",
+                    linewidth=0.0,
+                )
             gaps = window.dropna(subset=["gap_before_us"])
+            gaps = gaps[~(gaps.overlap_before_us > 0)]  # overlapped: no gap to draw
             idle = list(
                 zip(
                     (gaps.start_us - gaps.gap_before_us) * scale,
@@ -102,8 +120,12 @@ def timeline_figure(windows: dict[str, pd.DataFrame], styles: dict[str, RunStyle
                 idle, (y - 0.3, 0.6), facecolors=IDLE_COLOUR, edgecolor=IDLE_COLOUR, linewidth=0.7
             )
             if len(gaps) <= GAP_LABELS_MAX:
+                last = -np.inf
                 for start, gap in zip(gaps.start_us, gaps.gap_before_us, strict=True):
                     x = (start - gap / 2) * scale
+                    if x - last < span * scale * LABEL_SPACING:
+                        continue  # would print over the previous label: a short window
+                    last = x
                     axes.text(
                         x,
                         y + 0.34,
@@ -123,24 +145,42 @@ def timeline_figure(windows: dict[str, pd.DataFrame], styles: dict[str, RunStyle
         axes.grid(axis="y", visible=False)
         axes.set_xlabel(f"device time from the window's first step ({unit})")
         steps = max(len(w) for w in windows.values())
-        axes.set_title(f"Device timeline: {steps} consecutive decode steps per run")
-        figure.legend(
-            handles=[
-                Patch(color="#999999", label="busy: a step running (colour: the run)"),
-                Patch(color=IDLE_COLOUR, label="idle gap (label: µs)"),
-            ],
-            loc="outside lower center",
-            ncols=2,
-            frameon=False,
-        )
+        axes.set_title(f"Device timeline: {steps} consecutive decode steps per {per}")
+        handles = [
+            Patch(color="#999999", label="busy: a step running (colour: the run)"),
+            Patch(color=IDLE_COLOUR, label="idle gap (label: µs)"),
+        ]
+        if overlapping:
+            handles.append(
+                Patch(
+                    facecolor="#999999",
+                    edgecolor=OVERLAP_COLOUR,
+                    hatch="////",
+                    label="overlap: beside the step before (no gap)",
+                )
+            )
+        figure.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
     return figure
+
+
+def _overlaps(window: pd.DataFrame) -> pd.DataFrame:
+    """Where each step of a window ran beside the steps before it: start_us, width_us."""
+    if "overlap_before_us" not in window:
+        return pd.DataFrame(columns=["start_us", "width_us"])
+    rows = window[window.overlap_before_us > 0]
+    return pd.DataFrame({"start_us": rows.start_us, "width_us": rows.overlap_before_us})
 
 
 def _lane_label(window: pd.DataFrame, label: str) -> str:
     gaps = window.gap_before_us.dropna()
     if not len(gaps):
         return label
-    return f"{label}\nmean gap {_fmt_us(float(gaps.mean()))} µs".replace(" ms µs", " ms")
+    text = f"{label}\nmean gap {_fmt_us(float(gaps.mean()))} µs".replace(" ms µs", " ms")
+    overlap = window.overlap_before_us.iloc[1:] if "overlap_before_us" in window else []
+    if len(overlap) and (overlap > 0).any():
+        total = _fmt_us(float(overlap.sum()))
+        text += f"\noverlap: {int((overlap > 0).sum())} steps, {total} µs".replace(" ms µs", " ms")
+    return text
 
 
 def gap_distribution_figure(

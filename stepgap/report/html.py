@@ -42,6 +42,10 @@ table.env th, table.env td { text-align: left; }
 table.verify th, table.verify td.text { text-align: left; }
 table.env td:not(:first-child) { overflow-wrap: anywhere; }
 table.env td:first-child { color: var(--muted); white-space: nowrap; }
+table.groups { font-size: 13.5px; }
+table.groups th, table.groups td { padding: 4px 7px; }
+table.causes th:nth-child(-n+3), table.causes td:nth-child(-n+3) { text-align: left; }
+table.causes td:nth-child(-n+3) { overflow-wrap: anywhere; }
 code { font: 13px/1.4 "DejaVu Sans Mono", Menlo, Consolas, monospace; background: #f3f4f6;
   padding: 1px 4px; border-radius: 3px; word-break: break-all; }
 figure { margin: 10px 0 22px; }
@@ -133,6 +137,15 @@ def table(
 
 def code(text: str) -> str:
     return f"<code>{escape(text)}</code>"
+
+
+def inline_code(text: str) -> str:
+    """Text with `backquoted` parts set as code, everything escaped (an unpaired backquote
+    stays a backquote)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # unpaired: the last backquote is text
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
+    return "".join(code(p) if i % 2 else escape(p) for i, p in enumerate(parts))
 
 
 def section(title: str, body: str, anchor: str) -> str:

@@ -11,8 +11,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from stepgap.report import data, figures
-from stepgap.report.style import RunStyle
+from stepgap.report.style import RunStyle, group_styles
 from stepgap.runs import RunData
+
+MAX_LANES_PER_RUN = 8  # step groups (ranks, streams) drawn per run; the table lists them all
 
 
 @dataclass(frozen=True)
@@ -34,15 +36,46 @@ Runs = list[tuple[str, RunData]]  # (label, run) in report order
 PlotBuilder = Callable[[Runs, dict[str, RunStyle]], Plot]
 
 
+def _lanes(
+    runs: Runs, styles: dict[str, RunStyle], notes: list[str]
+) -> list[tuple[str, data.StepGroup, RunData]]:
+    """Every run's step groups as lanes (label, group, run), at most `MAX_LANES_PER_RUN`
+    per run (a note says how many were left out); `styles` gains a style per lane."""
+    lanes = []
+    for label, run in runs:
+        groups = data.step_groups(run)
+        if len(groups) > MAX_LANES_PER_RUN:
+            notes.append(
+                f"{label}: {len(groups)} rank/stream groups, the first {MAX_LANES_PER_RUN} "
+                "drawn (all are in the table 'Per rank and stream')"
+            )
+            groups = groups[:MAX_LANES_PER_RUN]
+        names = [data.lane_label(label, group) for group in groups]
+        styles.update(group_styles(styles[label], names))
+        lanes.extend((name, group, run) for name, group in zip(names, groups, strict=True))
+    return lanes
+
+
+def _grouped(lanes: list[tuple[str, data.StepGroup, RunData]]) -> bool:
+    return any(group.name for _, group, _ in lanes)
+
+
+GROUPS_NOTE = (
+    " A trace's ranks and streams are each shown on their own (one lane or line per group), "
+    "every gap measured within its group: the idle since the group's earlier steps ended."
+)
+
+
 def timeline_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
     name, title = "timeline", "Device timeline"
-    windows, notes = {}, []
-    for label, run in runs:
-        window = data.timeline_window(run.steps, data.warmup_steps(run))
+    windows, notes, styles = {}, [], dict(styles)
+    lanes = _lanes(runs, styles, notes)
+    for lane, group, run in lanes:
+        window = data.timeline_window(group.steps, data.warmup_steps(run))
         if len(window):
-            windows[label] = window
+            windows[lane] = window
         else:
-            notes.append(f"{label}: no per-step device times; not drawn")
+            notes.append(f"{lane}: no per-step device times; not drawn")
     caption = (
         f"In each run, a typical window of {data.TIMELINE_STEPS} consecutive decode steps "
         "after warm-up: of all such windows, the one with the median idle time. Each lane "
@@ -50,20 +83,26 @@ def timeline_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
         "running a step. Red: the device idle between steps, labelled with the gap in µs; "
         "gaps narrower than a pixel still show as a line."
     )
+    if _grouped(lanes):
+        caption += GROUPS_NOTE + " Each lane has its own window."
+    if any((w.overlap_before_us > 0).any() for w in windows.values()):
+        caption += " Hatched: a step running beside the steps before it (overlap): it had no gap."
     if not windows:
         return Plot(name, title, caption, None, (*notes, "no run has per-step device times"))
-    return Plot(name, title, caption, figures.timeline_figure(windows, styles), tuple(notes))
+    drawn = figures.timeline_figure(windows, styles, "lane" if _grouped(lanes) else "run")
+    return Plot(name, title, caption, drawn, tuple(notes))
 
 
 def gap_distribution_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
     name, title = "gap-distribution", "Gap distribution"
-    samples, notes = {}, []
-    for label, run in runs:
-        gaps = data.gap_values(run)
+    samples, notes, styles = {}, [], dict(styles)
+    lanes = _lanes(runs, styles, notes)
+    for lane, group, run in lanes:
+        gaps = data.group_gap_values(group.steps, data.warmup_steps(run))
         if len(gaps):
-            samples[label] = gaps
+            samples[lane] = gaps
         else:
-            notes.append(f"{label}: no decode gaps after warm-up; not drawn")
+            notes.append(f"{lane}: no decode gaps after warm-up; not drawn")
     counts = ", ".join(f"{label} {len(s):,}" for label, s in samples.items())
     caption = (
         "Gaps before decode steps after warm-up, leaving out gaps in which the engine waited "
@@ -71,6 +110,8 @@ def gap_distribution_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
         "is drawn from quantiles; the histogram shares its bins across runs and shows each "
         "bin's share of the run's gaps."
     )
+    if _grouped(lanes):
+        caption += GROUPS_NOTE + " Warm-up is left out of each group."
     if not samples:
         return Plot(name, title, caption, None, (*notes, "no run has decode gaps"))
     log = data.use_log_scale(list(samples.values()))
@@ -85,7 +126,9 @@ def gap_attribution_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
     rows, notes = {}, []
     for label, run in runs:
         means = data.gap_attribution(run)
-        if means is None:
+        if means is None and run.meta.get("gap_causes"):
+            notes.append(f"{label}: a trace, no host phases: see 'Why the gaps happened'")
+        elif means is None:
             notes.append(f"{label}: no gap_<phase>_us columns (host phases not recorded)")
         else:
             rows[label] = means

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 MODE_COLOURS = {"sync": "#0072B2", "overlap": "#E69F00"}
 OTHER_MODE_COLOURS = ("#009E73", "#CC79A7", "#56B4E9", "#8C6D31", "#555555")
 IDLE_COLOUR = "#D62728"  # device idle (gaps) in the timeline; no mode uses red
+OVERLAP_COLOUR = "#222222"  # hatching over steps that ran beside the ones before them
 LINE_STYLES = ("-", "--", ":", "-.")
 # Host phases are a different dimension from modes: muted colours no mode uses.
 PHASE_COLOURS = {
@@ -50,4 +51,27 @@ def run_styles(labels: list[str], modes: list[str]) -> dict[str, RunStyle]:
         n = repeats.get(mode, 0)
         repeats[mode] = n + 1
         styles[label] = RunStyle(label, mode, colours[mode], LINE_STYLES[n % len(LINE_STYLES)])
+    return styles
+
+
+def _shade(colour: str, amount: float) -> str:
+    """`colour` mixed toward white (amount > 0) or black (amount < 0) by |amount|."""
+    channels = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    target = 255 if amount > 0 else 0
+    mixed = [round(c + (target - c) * abs(amount)) for c in channels]
+    return "#" + "".join(f"{c:02X}" for c in mixed)
+
+
+def group_styles(run: RunStyle, names: list[str]) -> dict[str, RunStyle]:
+    """A style per step group (rank, stream) of one run: the first keeps the run's style;
+    the others take shades of the run's colour, darker and lighter in turn, and the next
+    line styles, so lanes and lines of one run still read as that run."""
+    start = LINE_STYLES.index(run.line_style)
+    styles = {}
+    for i, name in enumerate(names):
+        depth = 0.2 * ((i + 1) // 2) if i else 0.0
+        amount = min(depth, 0.6) * (-1 if i % 2 else 1)
+        colour = _shade(run.colour, amount) if i else run.colour
+        line = LINE_STYLES[(start + i) % len(LINE_STYLES)]
+        styles[name] = RunStyle(name, run.mode, colour, line)
     return styles

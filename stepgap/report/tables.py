@@ -106,6 +106,9 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
     env = run.meta.get("environment", {}) or {}
     device = env.get("device", {}) or {}
     workload = run.meta.get("workload", {}) or {}
+    config = run.meta.get("config", {}) or {}
+    traced = str(run.meta.get("source", "")).startswith("trace")  # from `stepgap analyze`
+    notes = run.meta.get("notes") or []
     fields = [
         ("mode", run.mode),
         ("source", run.meta.get("source")),
@@ -119,6 +122,8 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         ("Python", env.get("python")),
         ("git revision", env.get("git_revision")),
         ("host", env.get("host")),
+        ("steps from", config.get("step_source") if traced else None),
+        ("analysis notes", "; ".join(map(str, notes)) if traced and notes else None),
         ("started", run.meta.get("started")),
         ("directory", str(run.path) if run.path else None),
         ("command", env.get("command")),

@@ -8,10 +8,22 @@ from stepgap.cli import app
 
 @pytest.fixture(scope="session")
 def both_run(tmp_path_factory):
-    """`stepgap run --mode both` of a smaller smoke workload, saved; returns its directory."""
+    """`stepgap run --mode both` of a smaller smoke workload, saved; returns its directory.
+    (The smoke preset is named: the default workload is longer.)"""
     out = tmp_path_factory.mktemp("runs") / "smoke-both"
     result = CliRunner().invoke(
-        app, ["run", "--device", "cpu", "--num-requests", "16", "--out", str(out)]
+        app,
+        [
+            "run",
+            "--device",
+            "cpu",
+            "--workload",
+            "smoke",
+            "--num-requests",
+            "16",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     return out

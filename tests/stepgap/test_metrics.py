@@ -17,7 +17,7 @@ def runs(both_run):
 def test_both_modes_saved_complete_with_all_tables(runs):
     assert set(runs) == {"sync", "overlap"}
     for run in runs.values():
-        assert run.complete and run.meta["schema_version"] == 1
+        assert run.complete and run.meta["schema_version"] == 2
         assert list(run.steps.columns) == STEP_COLUMNS
         assert len(run.requests) == 16 and len(run.tokens) == 16
         env = run.meta["environment"]

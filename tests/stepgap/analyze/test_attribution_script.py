@@ -24,6 +24,7 @@ from .conftest import KinetoTrace
 ROOT = Path(__file__).resolve().parents[3]
 CLOCK_OFFSET_US = 7_000_000.0  # the profiler's clock is not the probe's
 RANGE_COST_US = 0.4  # record_function's cost at each end of a range
+WAKE_US = 2.0  # from a step's end on the device to the host returning from its wait
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,10 @@ def gpu_like(run_dir: Path, target: Path) -> Path:
     first, last = run.meta["profile_window"]
     # device time -> host time, per step, as the run's own gap attribution maps it (a CPU
     # run's "device" is a worker thread: its clock and the host's drift apart under load)
+    # The estimate is bounded by the host's wake-up after a step's end; a real host wakes a
+    # little after the device finished, so the device ends WAKE_US before the wait does.
     offsets = host_clock_offset_us(run.steps, run.phases, run.meta["origin_host_us"])
-    steps = run.steps.assign(offset_us=offsets + CLOCK_OFFSET_US).set_index("step")
+    steps = run.steps.assign(offset_us=offsets + CLOCK_OFFSET_US - WAKE_US).set_index("step")
     trace = KinetoTrace()
     for span in run.phases.itertuples():
         if span.phase in ("idle", "profiler") or not first <= span.step <= last:

@@ -49,7 +49,7 @@ def test_a_passing_verdict_passes_the_gate(clean_verdict, rules):
     assert check["kind"] == "fact" and check["value"] is True and check["status"] == "PASS"
     verdict = json.loads(clean_verdict.read_text())
     assert check["detail"].startswith(f"verify.passed = true: {verdict['summary']}")
-    assert "clean engine: 1/1 runs passed all 6 checks" in check["detail"]
+    assert "clean engine: 1/1 runs passed all 7 checks" in check["detail"]
 
 
 def test_attach_is_the_same_as_verify(clean_verdict, rules):

@@ -2,6 +2,7 @@
 no console errors and no network requests, every image decodes, and it is not blank."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,3 +65,38 @@ def test_the_browser_check_sees_broken_pages(tmp_path):
     assert "planted" in errors and "undefinedFunction" in errors
     assert [image["decoded"] for image in page.images] == [False, False]
     assert "http://127.0.0.1:9/none.png" in page.requests
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_report_of_a_two_rank_trace_opens_cleanly(tmp_path):
+    """An analyzed two-rank, two-stream trace: its idle, per-group and gap-cause sections
+    render, its figures decode, and the page shows no negative gap."""
+    data = Path(__file__).resolve().parents[2] / "data" / "analyze"
+    run = tmp_path / "two-rank"
+    traces = [data / "vllm_graph_sync.trace.json.gz", data / "sglang_overlap.trace.json.gz"]
+    options = ["--streams", "separate", "--range", r"^(execute_context_|step\[)"]
+    result = CliRunner().invoke(app, ["analyze", *map(str, traces), *options, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    with Chromium(CHROMIUM, profile) as browser:
+        page = browser.check_page(out.as_uri())
+    (tmp_path / "screenshot.png").write_bytes(page.screenshot)
+
+    assert page.console_errors == []
+    assert page.requests[0] == out.as_uri()
+    assert all(url.startswith("data:image/png;base64,") for url in page.requests[1:])
+    assert len(page.images) == 2  # timeline and gap distribution: a trace has no requests
+    for image in page.images:
+        assert image["decoded"] and image["width"] > 0 and image["height"] > 0, image
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot)).convert("RGB"))
+    height, width, _ = shot.shape
+    assert width >= 1000 and height > 2000
+    assert (shot < 245).any(axis=2).any(axis=1).mean() > 0.4  # content down the page
+    html_text = out.read_text()
+    for anchor in ("device-idle", "groups", "gap-causes", "timeline", "gap-distribution"):
+        assert f'<section id="{anchor}">' in html_text
+    assert "mean gap -" not in html_text
