@@ -11,13 +11,20 @@ from reference_engine.kernels import KernelBackend
 from reference_engine.kernels.decode_attention import decode_attention
 from reference_engine.kv_cache import KVCache
 from reference_engine.layers import Rotary
+from reference_engine.parallel.group import SINGLE, TensorParallel
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int, rotary: Rotary) -> None:
+    """Under tensor parallelism a rank's share of the heads (q/k/v column-parallel) and
+    o row-parallel: its output is a partial sum the decoder layer all-reduces."""
+
+    def __init__(
+        self, config: ModelConfig, layer: int, rotary: Rotary, tp: TensorParallel = SINGLE
+    ) -> None:
         super().__init__()
         self.layer = layer
-        self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
+        self.num_heads = tp.split(config.num_heads)
+        self.num_kv_heads = tp.split(config.num_kv_heads)
         self.head_dim = config.head_dim
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.split = (q_size, kv_size, kv_size)
@@ -52,15 +59,33 @@ class Attention(nn.Module):
         return self.o(out.reshape(x.shape[0], -1))
 
     def prefill(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, rows: torch.Tensor
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        rows: torch.Tensor,
+        slot: int,
+        start: int,
     ) -> torch.Tensor:
-        """A whole prompt of one request from position 0. x: (T, H); rows: (T,)."""
+        """One prompt chunk of one request: positions [start, start + T) of `slot`, attending
+        to the whole prompt so far. x: (T, H); rows: (T,). A chunk from position 0 attends
+        to itself alone, causally, exactly as an unchunked prompt does."""
         q, k, v = self._project(x, positions)
         cache.write(self.layer, rows, k, v)
         group = self.num_heads // self.num_kv_heads
+        mask = None
+        if start:  # earlier chunks' keys and values come from the cache
+            keys, values = cache.layer(self.layer)
+            k, v = keys[slot, : start + x.shape[0]], values[slot, : start + x.shape[0]]
+            key_positions = torch.arange(start + x.shape[0], device=x.device)
+            mask = key_positions[None, :] <= positions[:, None]  # (T, start + T)
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
         out = F.scaled_dot_product_attention(
-            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
+            q.transpose(0, 1),
+            k.transpose(0, 1),
+            v.transpose(0, 1),
+            attn_mask=mask,
+            is_causal=mask is None,
         )  # (Hq, T, D)
         return self.o(out.transpose(0, 1).reshape(x.shape[0], -1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 RouterKind = Literal["sigmoid", "softmax"]
 
@@ -126,7 +126,7 @@ ERNIE_45_21B_A3B = ModelConfig(
 
 # Tiny variants keep every structural feature (dense first layer, GQA, partial rotary,
 # router kind, shared experts, tied embeddings) at a size that decodes fast on 2 CPU cores.
-_TINY = dict(
+_TINY: dict[str, Any] = dict(
     vocab_size=512,
     hidden_size=64,
     num_layers=3,
@@ -159,7 +159,7 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def model_config(name: str, **overrides: int | float | bool | str) -> ModelConfig:
+def model_config(name: str, **overrides: Any) -> ModelConfig:
     """A preset by name, with fields replaced by `overrides` (e.g. ``num_layers=4``)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}")

@@ -27,6 +27,8 @@ class Fault(enum.StrEnum):
     OFF_BY_ONE_MAX_TOKENS = "off-by-one-max-tokens"
     PLACEHOLDER_TOKEN = "placeholder-token"
     UNDERSIZED_RING = "undersized-ring"
+    CHUNK_POSITION_OFF_BY_ONE = "chunk-position-off-by-one"
+    LOGPROBS_OTHER_BUFFER = "logprobs-other-buffer"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ FAULT_INFO: dict[Fault, FaultInfo] = {
             Fault.PLACEHOLDER_TOKEN,
             "a prefill leaves a placeholder id (0), not its sampled token, in the "
             "device-resident next-token buffer the first decode embeds",
-            "model_runner.ModelRunner._prefill_forward",
+            "model_runner.ModelRunner._prefill_chunk",
             False,
             "vLLM #32303 (placeholder ids reaching the embedding)",
         ),
@@ -95,6 +97,23 @@ FAULT_INFO: dict[Fault, FaultInfo] = {
             "model_runner.ModelRunner.prepare",
             True,
             "sglang-jax #1487 (future-token ring wrapped and corrupted tokens)",
+        ),
+        FaultInfo(
+            Fault.CHUNK_POSITION_OFF_BY_ONE,
+            "a prompt chunk after the first starts one position late: its tokens' rotary "
+            "positions and cache rows shift by one",
+            "model_runner.ModelRunner._pack_chunks",
+            False,
+            "chunked-prefill position bookkeeping (vLLM #4904: wrong positions in chunks)",
+        ),
+        FaultInfo(
+            Fault.LOGPROBS_OTHER_BUFFER,
+            "post-processing reads a step's logprobs from the other pinned output buffer "
+            "(the previous step's), while its tokens come from the right one",
+            "model_runner.ModelRunner.outputs",
+            False,
+            "overlap schedules copying logprobs apart from tokens (FastDeploy's follow-ups "
+            "to the overlap schedule added logprobs separately)",
         ),
     )
 }

@@ -22,10 +22,13 @@ class KVCache:
         max_len: int,
         device: torch.device,
         dtype: torch.dtype,
+        tp_size: int = 1,
     ) -> None:
+        """`tp_size` ranks: this rank's cache holds num_kv_heads / tp_size heads."""
         self.num_slots = num_slots
         self.max_len = max_len
-        shape = (config.num_layers, 2, num_slots, max_len, config.num_kv_heads, config.head_dim)
+        kv_heads = config.num_kv_heads // tp_size
+        shape = (config.num_layers, 2, num_slots, max_len, kv_heads, config.head_dim)
         self.data = torch.zeros(shape, device=device, dtype=dtype)
 
     def layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,9 +38,10 @@ class Rotary(nn.Module):
         """Compute the cos/sin tables (max_len, rotary_dim / 2) in float64, store fp32."""
         dims = torch.arange(0, self.rotary_dim, 2, dtype=torch.float64)
         inv_freq = 1.0 / self.theta ** (dims / self.rotary_dim)
-        angles = torch.outer(torch.arange(self.cos.shape[0], dtype=torch.float64), inv_freq)
-        self.cos.copy_(angles.cos())
-        self.sin.copy_(angles.sin())
+        cos, sin = self.get_buffer("cos"), self.get_buffer("sin")
+        angles = torch.outer(torch.arange(cos.shape[0], dtype=torch.float64), inv_freq)
+        cos.copy_(angles.cos())
+        sin.copy_(angles.sin())
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: (N, heads, head_dim); positions: (N,)."""

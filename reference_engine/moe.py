@@ -9,6 +9,7 @@ from reference_engine.config import ModelConfig, RouterKind
 from reference_engine.kernels import KernelBackend
 from reference_engine.kernels.fused_moe import moe_experts
 from reference_engine.layers import DenseMLP
+from reference_engine.parallel.group import SINGLE, TensorParallel
 
 
 def route(
@@ -43,11 +44,15 @@ class MoE(nn.Module):
     or the Triton kernels (only the experts hit are read). Both keep what the engine needs:
     CUDA-graph capturable, no host sync on expert counts, and a result per token that does
     not depend on the other tokens in the batch.
+
+    Under tensor parallelism every rank holds every expert (and the shared experts) at
+    intermediate size I/N and routes the same way; its output is a partial sum that the
+    decoder layer all-reduces once.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        e, h, i = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        e, h, i = config.num_experts, config.hidden_size, tp.split(config.moe_intermediate_size)
         self.top_k = config.num_experts_per_tok
         self.router_kind = config.router
         self.norm_topk_prob = config.norm_topk_prob

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from reference_engine.config import ConfigError
 
+MAX_LOGPROBS = 20  # as the OpenAI API allows per token
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -24,6 +26,7 @@ class SamplingParams:
     seed: int = 0
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    logprobs: int | None = None  # None: none; n: the sampled token's and the top n (<= 20)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -38,12 +41,15 @@ class SamplingParams:
             raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
         if any(t < 0 for t in self.stop_token_ids):
             raise ConfigError("stop_token_ids must be non-negative token ids")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise ConfigError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
 
 
 class FinishReason(enum.Enum):
     LENGTH = "length"
     EOS = "eos"
     STOP_TOKEN = "stop_token"
+    ABORT = "abort"  # cancelled before it stopped (a server's client went away)
 
 
 @dataclass
@@ -61,9 +67,12 @@ class Request:
     arrival_s: float = 0.0
     output: list[int] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # per token, when asked for
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     token_times_s: list[float] = field(default_factory=list)
     slot: int | None = None
     num_scheduled: int = 0
+    prefilled: int = 0  # prompt tokens scheduled into the KV cache so far
     in_flight: int = 0
     discarded: int = 0
     finish_reason: FinishReason | None = None
@@ -79,9 +88,14 @@ class Request:
         return self.finish_reason is not None
 
     @property
+    def decoding(self) -> bool:
+        """Its whole prompt is scheduled and its first token launched: it decodes now."""
+        return self.prefilled == len(self.prompt) and self.num_scheduled > 0
+
+    @property
     def schedulable(self) -> bool:
         """Whether another token may be launched: never past max_tokens, even in flight."""
-        return not self.finished and self.num_scheduled < self.params.max_tokens
+        return self.decoding and not self.finished and self.num_scheduled < self.params.max_tokens
 
     @property
     def input_position(self) -> int:

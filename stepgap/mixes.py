@@ -34,6 +34,7 @@ def random_mix(
             top_p=rng.choice([1.0, 0.9, 0.6]) if sampled else 1.0,
             seed=rng.randrange(2**40),
             ignore_eos=rng.random() < 0.3,
+            logprobs=rng.choice([None, None, 0, 1, 5]),
         )
         arrival = 0.0 if rng.random() < 0.25 else rng.uniform(0, spread_s)
         prompt = [rng.randrange(3, vocab_size) for _ in range(rng.randint(1, max_prompt))]

@@ -668,8 +668,8 @@ def _bench_weights(preset: str, generator: torch.Generator) -> dict[str, torch.T
     num_experts, _, hidden, inter, _ = BENCH_PRESETS[preset]
 
     def normal(*shape: int, std: float = 0.02) -> torch.Tensor:
-        bf16 = dict(device="cuda", dtype=torch.bfloat16)
-        return torch.randn(*shape, generator=generator, **bf16) * std
+        values = torch.randn(shape, generator=generator, device="cuda", dtype=torch.bfloat16)
+        return values * std
 
     return {
         "gate_up": normal(num_experts, hidden, 2 * inter),

@@ -28,6 +28,7 @@ class VerifyWorkload:
     max_tokens: int
     spread_s: float  # arrivals spread over this many seconds (0: all at once)
     max_model_len: int = 64
+    max_num_batched_tokens: int | None = None  # set: chunked prefill, mixed steps
 
     def __post_init__(self) -> None:
         if min(self.num_requests, self.slots, self.max_prompt) < 1 or self.max_tokens < 2:
@@ -71,12 +72,25 @@ WORKLOADS: dict[str, VerifyWorkload] = {
         ),
         VerifyWorkload(
             "single-slot",
-            "6 requests on 1 slot: each request's lagged step meets the next one's prefill",
+            "6 requests on 1 slot, prompts in chunks of 5: each request's lagged step meets "
+            "the next one's prefill",
             6,
             1,
             12,
             12,
             0.005,
+            max_num_batched_tokens=1 + 5,
+        ),
+        VerifyWorkload(
+            "chunked",
+            "12 requests on 4 slots, prompts in chunks of 7: decode rows and prompt chunks "
+            "share steps, long prompts span several",
+            12,
+            4,
+            24,
+            16,
+            0.01,
+            max_num_batched_tokens=4 + 7,
         ),
         VerifyWorkload(
             "wide",

@@ -146,13 +146,18 @@ class Evidence:
 Check = Callable[[Evidence], list[Finding]]
 
 
+def _finding(check: str, mode: str, diagnosis: str, request_id=None, step=None) -> Finding:
+    """A finding about a run or a step as a whole, with no position or values."""
+    return Finding(check, mode, request_id, None, step, None, None, None, diagnosis)
+
+
 def check_completed(ev: Evidence) -> list[Finding]:
     """Each run finished without raising, and every request in it finished."""
     findings = []
     for run in (ev.sync, ev.overlap):
         if run.error is not None:
             message = f"the {run.mode} run raised {run.error}"
-            findings.append(Finding("completed", run.mode, *[None] * 6, message))
+            findings.append(_finding("completed", run.mode, message))
             continue
         unfinished = [r for r in run.requests.values() if r.finish_reason is None]
         if not run.complete or unfinished:
@@ -182,9 +187,7 @@ def check_step_membership(ev: Evidence) -> list[Finding]:
             doubled = len(set(step.slots)) < len(step.slots)
             if doubled or len(set(step.request_ids)) < len(step.request_ids):
                 why = f"step {step.index} holds a slot or a request twice: slots {step.slots}"
-                findings.append(
-                    Finding("step_membership", run.mode, None, None, step.index, *[None] * 3, why)
-                )
+                findings.append(_finding("step_membership", run.mode, why, step=step.index))
     return findings
 
 
@@ -209,19 +212,19 @@ def check_positions(ev: Evidence) -> list[Finding]:
     findings = []
     for run in ev.usable():
         ran, delivered = run.steps_running(), run.emission_steps()
-        kinds = {s.index: s.kind for s in run.steps}
+        prefilled = {(s.index, rid) for s in run.steps for rid in s.prefilled_ids}
         for rid, request in run.requests.items():
-            finding = _position_fault(run.mode, request, ran[rid], delivered[rid], kinds)
+            finding = _position_fault(run.mode, request, ran[rid], delivered[rid], prefilled)
             if finding is not None:
                 k, step, why = finding
                 findings.append(ev.finding("positions", run.mode, rid, k, why, step))
     return findings
 
 
-def _position_fault(mode, request: RequestTrace, ran, delivered, kinds):
+def _position_fault(mode, request: RequestTrace, ran, delivered, prefilled):
     """(position, step, diagnosis) of the request's first position fault, or None."""
     for k, step in enumerate(ran):
-        if (kinds[step] == "prefill") != (k == 0):
+        if ((step, request.request_id) in prefilled) != (k == 0):
             what = "its first step was a decode" if k == 0 else "it was prefilled again"
             return k, step, f"{what} (step {step}): position {k} computed from the wrong input"
     for k, step in enumerate(delivered):
@@ -335,7 +338,7 @@ def _schedule_difference(ev: Evidence, rid: int) -> Finding | None:
     sync, overlap = ev.sync.requests.get(rid), ev.overlap.requests.get(rid)
     if sync is None or overlap is None:
         why = f"request {rid} is missing from the {'sync' if sync is None else 'overlap'} run"
-        return Finding("identical_tokens", COMPARED, rid, None, None, *[None] * 3, why)
+        return _finding("identical_tokens", COMPARED, why, request_id=rid)
     k = _first_difference(
         sync.tokens, overlap.tokens, sync.margins, overlap.margins, ev.margin_tolerance
     )
@@ -408,6 +411,46 @@ def _misread_result(ev: Evidence, rid: int, k: int, src_rid: int, src_k: int) ->
     )
 
 
+def check_identical_logprobs(ev: Evidence) -> list[Finding]:
+    """Overlap delivers the same logprobs as sync with each token (the sampled token's and
+    the top-n), request by request, for the requests that asked for them."""
+    findings: list[Finding] = []
+    if ev.sync.error is not None or ev.overlap.error is not None:
+        return findings
+    for rid in sorted(set(ev.sync.requests) & set(ev.overlap.requests)):
+        sync, overlap = ev.sync.requests[rid], ev.overlap.requests[rid]
+        k = _first_logprob_difference(sync, overlap, ev.margin_tolerance)
+        if k is not None:
+            why = (
+                f"same token, different logprobs: sync {_logprob_text(sync, k)}, overlap "
+                f"{_logprob_text(overlap, k)} (results read from another step's buffer?)"
+            )
+            findings.append(ev.finding("identical_logprobs", COMPARED, rid, k, why))
+    return findings
+
+
+def _first_logprob_difference(a: RequestTrace, b: RequestTrace, tolerance: float) -> int | None:
+    pairs = zip(a.tokens, b.tokens, a.logprobs, b.logprobs, strict=False)
+    for k, (token_a, token_b, lp_a, lp_b) in enumerate(pairs):
+        if token_a != token_b:
+            return None  # a token difference: identical_tokens reports it
+        tops = zip(a.top_logprobs[k], b.top_logprobs[k], strict=True)
+        if abs(lp_a - lp_b) > tolerance or any(
+            x[0] != y[0] or abs(x[1] - y[1]) > tolerance for x, y in tops
+        ):
+            return k
+    if len(a.logprobs) != len(b.logprobs) and len(a.tokens) == len(b.tokens):
+        return min(len(a.logprobs), len(b.logprobs))
+    return None
+
+
+def _logprob_text(request: RequestTrace, k: int) -> str:
+    if k >= len(request.logprobs):
+        return "none"
+    top = ", ".join(f"{i}:{lp:.4g}" for i, lp in request.top_logprobs[k][:3])
+    return f"{request.logprobs[k]:.6g} [top {top}]"
+
+
 CHECKS: dict[str, Check] = {
     "completed": check_completed,
     "step_membership": check_step_membership,
@@ -415,6 +458,7 @@ CHECKS: dict[str, Check] = {
     "no_token_after_stop": check_no_token_after_stop,
     "token_count": check_token_count,
     "identical_tokens": check_identical_tokens,
+    "identical_logprobs": check_identical_logprobs,
 }
 
 

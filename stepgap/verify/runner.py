@@ -153,7 +153,7 @@ class Verifier:
 
     def __init__(self, device: str = "auto", cuda_graphs: bool = True, margin_tol=0.0) -> None:
         self.device, self.cuda_graphs, self.margin_tolerance = device, cuda_graphs, margin_tol
-        self._plain: dict[tuple[str, int], Engine] = {}
+        self._plain: dict[tuple[str, int, int | None], Engine] = {}
         self._references: dict[Case, Reference] = {}
         self.device_info: dict = {}
 
@@ -167,7 +167,8 @@ class Verifier:
         reference = self.reference(case)
         eos = common_token(reference.tokens)
         jitter_seed = case.jitter_seed if jitter is not None else None
-        engine = self._engine(case, eos, fault, jitter.with_seed(jitter_seed) if jitter else None)
+        seeded = jitter.with_seed(case.jitter_seed) if jitter is not None else None
+        engine = self._engine(case, eos, fault, seeded)
         stopped = with_stops(reference.mix, reference.tokens, case.seed)
         try:
             sync, overlap = (_traced_run(engine, stopped, mode) for mode in ("sync", "overlap"))
@@ -183,7 +184,7 @@ class Verifier:
         """The case's mix and its stop-free run (sync, clean engine, no jitter)."""
         if case not in self._references:
             shape = workload(case.workload)
-            key = (case.family, shape.slots)
+            key = (case.family, shape.slots, shape.max_num_batched_tokens)
             if key not in self._plain:
                 self._plain[key] = self._build(case, model_config(case.family), (), None)
             plain = self._plain[key]
@@ -210,6 +211,7 @@ class Verifier:
             model,
             max_num_seqs=shape.slots,
             max_model_len=shape.max_model_len,
+            max_num_batched_tokens=shape.max_num_batched_tokens,
             device=self.device,
             cuda_graphs=self.cuda_graphs,
             faults=faults,
@@ -259,7 +261,7 @@ def fault_table(
     jitter off and at `config.jitter` (when on): which cases caught it, which check first."""
     own = verifier is None
     verifier = verifier or Verifier(config.device, config.cuda_graphs, config.margin_tolerance)
-    levels = {"off": None}
+    levels: dict[str, Jitter | None] = {"off": None}
     if config.jitter is not None:
         levels[config.jitter_label] = config.jitter
     try:

@@ -23,16 +23,20 @@ class RequestTrace:
     tokens: tuple[int, ...]
     margins: tuple[float, ...]
     finish_reason: str | None  # "length", "eos", "stop_token" or None (never finished)
+    logprobs: tuple[float, ...] = ()  # the sampled tokens' (when the request asked)
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
 
 
 @dataclass(frozen=True)
 class StepTrace:
-    """One launched step: its kind and the requests (and their slots) that ran in it."""
+    """One launched step: its kind and the requests (and their slots) that ran in it: a
+    request's first token comes from the step that ran its prompt's last chunk."""
 
     index: int
-    kind: str  # "prefill" or "decode"
-    request_ids: tuple[int, ...]
+    kind: str  # "prefill", "decode" or "mixed"
+    request_ids: tuple[int, ...]  # the requests it delivers a token to
     slots: tuple[int, ...]
+    prefilled_ids: tuple[int, ...] = ()  # of those, the ones whose prompt it finished
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ def trace_run(output: RunOutput) -> RunTrace:
             tuple(r.output),
             tuple(r.margins),
             r.finish_reason.value if r.finish_reason else None,
+            tuple(r.logprobs),
+            tuple(tuple(top) for top in r.top_logprobs),
         )
         for r in output.requests
     }
@@ -82,6 +88,7 @@ def trace_run(output: RunOutput) -> RunTrace:
             record.step.kind.value,
             tuple(r.request_id for r in record.step.requests),
             tuple(record.step.slots),
+            tuple(c.request.request_id for c in record.step.chunks if c.last),
         )
         for record in output.steps
     )

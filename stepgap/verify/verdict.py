@@ -38,12 +38,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reference_engine.faults import FAULT_INFO
+from stepgap.atomic import write_file
 from stepgap.verify.checks import CHECKS, Finding, describe_checks
 
 if TYPE_CHECKING:
@@ -67,8 +66,9 @@ def finding_dict(result: CaseResult, finding: Finding) -> dict[str, Any]:
 
 def _first(results: list[CaseResult], check: str | None = None) -> dict[str, Any] | None:
     for result in results:
-        findings = result.findings.get(check, []) if check else [result.first]
-        if findings and findings[0] is not None:
+        candidates = result.findings.get(check, []) if check else [result.first]
+        findings = [finding for finding in candidates if finding is not None]
+        if findings:
             chosen = min(findings, key=Finding.sort_key)
             return finding_dict(result, chosen)
     return None
@@ -176,19 +176,11 @@ def dumps(verdict: dict[str, Any]) -> str:
 
 
 def write_verdict(verdict: dict[str, Any], path: Path, force: bool = False) -> None:
-    """Write atomically (temporary file, then rename); an existing file needs `force`."""
+    """Write atomically (temporary file, then rename, 0644); an existing file needs `force`."""
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(dumps(verdict))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, dumps(verdict))
 
 
 def load_verdict(path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Sync and overlap on the CPU engine: identical tokens, exact stop rules, real overlap."""
 
+import collections
 import dataclasses
 import itertools
 import statistics
@@ -34,31 +35,70 @@ def run_tokens(engine, requests, mode):
     return {r.request_id: r.output for r in output.requests}, output
 
 
-def check_family(name, seeds, device="cpu"):
-    """For each seed: sync and overlap agree, and each request obeys its stop rule exactly."""
-    plain = make_engine(name, device)
-    discarded = 0
+CHUNKED = {"max_num_batched_tokens": 4 + 7}  # 4 slots: prompts in chunks of 7 tokens
+
+
+def logprobs_of(output):
+    return {r.request_id: (r.logprobs, r.top_logprobs) for r in output.requests}
+
+
+def check_family(name, seeds, device="cpu", **engine_options):
+    """For each seed: sync and overlap agree on tokens and logprobs, and each request obeys
+    its stop rule exactly. Returns the step kinds the overlap runs took."""
+    plain = make_engine(name, device, **engine_options)
+    discarded, kinds = 0, collections.Counter()
     for seed in seeds:
         mix = random_mix(seed, plain.config.model.vocab_size)
         unstopped, _ = run_tokens(plain, without_stops(mix), "sync")
         eos = common_token(unstopped)
         stopped = with_stops(mix, unstopped, seed)
-        engine = make_engine(name, device, eos=eos)
+        engine = make_engine(name, device, eos=eos, **engine_options)
         results = {mode: run_tokens(engine, stopped, mode) for mode in MODES}
-        (sync, _), (overlap, overlap_run) = results["sync"], results["overlap"]
+        (sync, sync_run), (overlap, overlap_run) = results["sync"], results["overlap"]
         assert sync == overlap, f"{name} seed {seed}: schedules disagree"
+        assert logprobs_of(sync_run) == logprobs_of(overlap_run), f"{name} seed {seed}: logprobs"
         for request in stopped:
             want = expected_output(request, unstopped[request.request_id], eos)
             assert sync[request.request_id] == want, f"{name} seed {seed} request {request}"
         discarded += sum(r.discarded for r in overlap_run.requests)
+        kinds.update(record.step.kind.value for record in overlap_run.steps)
         engine.close()
     plain.close()
     assert discarded > 0  # overlap really ran past stops and threw the extra tokens away
+    return kinds
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_sync_and_overlap_agree_over_twenty_seeds(name):
     check_family(name, range(20))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_chunked_prefill_mixes_steps_and_keeps_tokens_and_logprobs_identical(name):
+    kinds = check_family(name, range(20), **CHUNKED)
+    assert kinds["mixed"] > 0 and kinds["prefill"] > 0 and kinds["decode"] > 0, kinds
+
+
+def test_a_prompt_in_chunks_gives_the_tokens_of_the_whole_prompt():
+    whole, chunked = make_engine("glm-4.5-air-tiny"), make_engine("glm-4.5-air-tiny", **CHUNKED)
+    mix = without_stops(random_mix(4, whole.config.model.vocab_size, max_prompt=40))
+    assert max(len(r.prompt) for r in mix) > 3 * 7  # some prompts take four chunks or more
+    for mode in MODES:
+        expected, whole_run = run_tokens(whole, mix, mode)
+        got, chunked_run = run_tokens(chunked, mix, mode)
+        assert got == expected
+        for a, b in zip(whole_run.requests, chunked_run.requests, strict=True):
+            assert len(a.logprobs) == len(b.logprobs)
+            assert all(
+                abs(x - y) <= 1e-4 * max(1.0, abs(x))
+                for x, y in zip(a.logprobs, b.logprobs, strict=True)
+            )
+
+
+def test_overlap_with_chunked_prefill_waits_only_on_step_outputs():
+    engine = make_engine("ernie-4.5-tiny", **CHUNKED)
+    _, output = run_tokens(engine, random_mix(6, engine.config.model.vocab_size), "overlap")
+    assert output.host_waits == {"step_output": len(output.steps), "synchronize": 1}
 
 
 def test_same_seed_same_tokens_other_seed_other_tokens():
@@ -129,3 +169,18 @@ def test_cuda_overlap_decode_never_syncs_outside_the_output_wait():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert output.host_waits["step_output"] == len(output.steps)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests run the kernels compiled")
+def test_the_engine_on_triton_kernels_in_the_interpreter_gives_the_torch_tokens():
+    """The whole engine on the Triton kernels (in Triton's interpreter, on CPU tensors):
+    the kernels are wired in where the torch references were, under both schedules."""
+    pytest.importorskip("triton")
+    mix = without_stops(random_mix(8, 512, num_requests=2, max_prompt=9, max_tokens=3))
+    tokens = {}
+    for kernels in ("torch", "triton"):
+        engine = make_engine("glm-4.5-air-tiny", slots=2, kernels=kernels, **CHUNKED)
+        for mode in MODES:
+            tokens[kernels, mode], _ = run_tokens(engine, mix, mode)
+        engine.close()
+    assert len(set(map(str, tokens.values()))) == 1, tokens

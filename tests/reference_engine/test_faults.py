@@ -2,6 +2,7 @@
 active in the overlap loop only."""
 
 import pytest
+from fake_results import EOS, complete
 
 from reference_engine import ConfigError, Engine, EngineConfig, Request, SamplingParams
 from reference_engine import model_config as preset
@@ -13,16 +14,9 @@ from reference_engine.probe import Probe
 from reference_engine.scheduler import Scheduler
 from stepgap.mixes import fresh, random_mix
 
-EOS = 2
-
 
 def make(rid, max_tokens=10, **params):
     return Request(rid, [10, 11, 12], SamplingParams(max_tokens=max_tokens, **params))
-
-
-def complete(scheduler, step, token=7):
-    slots = len(scheduler.slots)
-    return scheduler.on_tokens(step, [token] * slots, [1.0] * slots, 0.0, EOS)
 
 
 def engine(faults=(), jitter=None, probe=None):

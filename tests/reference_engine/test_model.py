@@ -31,21 +31,21 @@ def test_tiny_model_builds_with_the_counted_parameters(name):
 def test_decode_after_prefill_matches_a_longer_prefill(name):
     _, model, cache = build(name)
     prompt = torch.tensor([5, 9, 13, 17, 21])
-    model.prefill(prompt[:3], 1, cache)
+    model.prefill(prompt[:3], 1, 0, cache)
     positions = torch.tensor([63, 3, 63, 63])  # idle slots write the scratch row
     logits = model.decode(torch.tensor([0, 17, 0, 0]), positions, cache)
-    reference = model.prefill(prompt[:4], 2, cache)
+    reference = model.prefill(prompt[:4], 2, 0, cache)
     torch.testing.assert_close(logits[1], reference[0], rtol=1e-4, atol=1e-4)
 
 
 def test_decode_rows_do_not_depend_on_the_rest_of_the_batch():
     _, model, cache = build("glm-4.5-air-tiny")
     for slot in range(4):
-        model.prefill(torch.tensor([7 + slot, 8, 9]), slot, cache)
+        model.prefill(torch.tensor([7 + slot, 8, 9]), slot, 0, cache)
     positions = torch.tensor([3, 3, 3, 3])
     first = model.decode(torch.tensor([1, 2, 3, 4]), positions, cache)
     for slot in range(4):
-        model.prefill(torch.tensor([7 + slot, 8, 9]), slot, cache)
+        model.prefill(torch.tensor([7 + slot, 8, 9]), slot, 0, cache)
     second = model.decode(torch.tensor([1, 99, 3, 42]), positions, cache)
     assert torch.equal(first[0], second[0]) and torch.equal(first[2], second[2])
 

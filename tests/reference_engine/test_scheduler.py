@@ -1,21 +1,15 @@
 """The scheduler alone: pure Python, fake tokens, no model."""
 
 import pytest
+from fake_results import EOS, complete
 
 from reference_engine import ConfigError, Request, SamplingParams
 from reference_engine.request import FinishReason
 from reference_engine.scheduler import Scheduler, StepKind
 
-EOS = 2
-
 
 def make(rid, prompt_len=3, arrival=0.0, **params):
     return Request(rid, list(range(10, 10 + prompt_len)), SamplingParams(**params), arrival)
-
-
-def complete(scheduler, step, token=7):
-    tokens = [token] * len(scheduler.slots)
-    return scheduler.on_tokens(step, tokens, [1.0] * len(scheduler.slots), 0.0, EOS)
 
 
 def test_admits_into_free_slots_then_decodes():
@@ -78,7 +72,7 @@ def test_stop_token_and_ignore_eos():
     c = make(2, max_tokens=5, stop_token_ids=(9,))
     s.add(c)
     s.schedule(0.0)  # admits c
-    finished = complete(s, s._make_step(StepKind.DECODE, [c]), token=9)
+    finished = complete(s, s._make_step([c], []), token=9)
     assert finished == [c] and c.finish_reason is FinishReason.STOP_TOKEN
 
 

@@ -25,8 +25,12 @@ def request(rid, tokens, finish, slot, max_tokens=3, margins=None):
 
 
 def steps(*rows):
-    """rows: (kind, request ids); request r sits in slot r."""
-    return tuple(StepTrace(i, kind, tuple(ids), tuple(ids)) for i, (kind, ids) in enumerate(rows))
+    """rows: (kind, request ids); request r sits in slot r; a prefill step finishes the
+    prompts of all its requests."""
+    return tuple(
+        StepTrace(i, kind, tuple(ids), tuple(ids), tuple(ids) if kind == "prefill" else ())
+        for i, (kind, ids) in enumerate(rows)
+    )
 
 
 def correct_run(mode):
@@ -67,6 +71,7 @@ def test_correct_runs_pass_every_check():
         "no_token_after_stop",
         "token_count",
         "identical_tokens",
+        "identical_logprobs",
     ]
 
 
@@ -180,3 +185,29 @@ def test_unfinished_request_fails_completed():
     overlap = with_request(correct_run("overlap"), B, finish_reason=None)
     found = fired(evidence(overlap=overlap))
     assert "completed" in found and found["completed"][0].request_id == B
+
+
+def test_logprobs_from_another_step_are_caught_where_the_tokens_agree():
+    """The same tokens with the logprobs of another position (what a results buffer of the
+    wrong step holds) is the `logprobs-other-buffer` fault."""
+    top = ((5, -0.1), (9, -2.5))
+    sync = with_request(
+        correct_run("sync"), A, logprobs=(-0.1, -0.2, -0.3), top_logprobs=(top,) * 3
+    )
+    overlap = with_request(
+        correct_run("overlap"), A, logprobs=(-0.1, -0.3, -0.3), top_logprobs=(top,) * 3
+    )
+    found = fired(evidence(sync=sync, overlap=overlap))
+    assert list(found) == ["identical_logprobs"]
+    assert found["identical_logprobs"][0].position == 1
+
+
+def test_a_request_in_chunks_gets_its_first_token_from_its_last_chunk():
+    """Chunked prefill: a request's first step may be a chunk that delivers nothing; its
+    first token comes from the step that finished its prompt, which may be a mixed step."""
+    run = correct_run("sync")
+    chunked = (StepTrace(0, "mixed", (A, B), (A, B), (A, B)), *run.steps[1:])
+    assert fired(evidence(sync=dataclasses.replace(run, steps=chunked))) == {}
+    wrong = (StepTrace(0, "mixed", (A, B), (A, B), (B,)), *run.steps[1:])
+    found = fired(evidence(sync=dataclasses.replace(run, steps=wrong)))
+    assert [f.request_id for f in found["positions"]] == [A]

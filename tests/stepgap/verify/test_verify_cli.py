@@ -5,6 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
+from reference_engine.faults import Fault
 from stepgap.cli import app
 from stepgap.verify.checks import CHECKS
 from stepgap.verify.verdict import SCHEMA, load_verdict
@@ -54,7 +55,7 @@ def test_all_faults_table(tmp_path):
     assert result.exit_code == (0 if verdict["passed"] else 1)
     assert verdict["engine_passed"] is True
     assert faults["jitter_levels"] == ["off", "heavy"]
-    assert len(faults["by_fault"]) == 7
+    assert len(faults["by_fault"]) == len(Fault)
     lag = faults["by_fault"]["no-stop-lag"]
     assert lag["caught"] and lag["jitter"]["off"] == {
         "runs": 1,

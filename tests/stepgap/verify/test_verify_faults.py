@@ -49,6 +49,8 @@ SUBSET = [
         [Case(ERNIE, "burst", s) for s in (0, 1, 2)],
         {"identical_tokens", "token_count", "no_token_after_stop"},
     ),
+    (Fault.CHUNK_POSITION_OFF_BY_ONE, [Case(GLM, "chunked", 0)], {"identical_tokens"}),
+    (Fault.LOGPROBS_OTHER_BUFFER, [Case(ERNIE, "chunked", 0)], {"identical_logprobs"}),
 ]
 
 

@@ -44,7 +44,7 @@ LEAK = Finding(
 def test_clean_verdict():
     verdict = build_verdict(result())
     assert verdict["schema"] == SCHEMA and verdict["passed"] is True
-    assert verdict["summary"].startswith("clean engine: 1/1 runs passed all 6 checks")
+    assert verdict["summary"].startswith("clean engine: 1/1 runs passed all 7 checks")
     assert verdict["first_failure"] is None and verdict["faults"] is None
     assert verdict["config"]["jitter"] == "heavy"
 
