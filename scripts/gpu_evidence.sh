@@ -5,6 +5,8 @@
 #   STAGE=kernels bash scripts/gpu_evidence.sh   # CUDA tests, roofline, planted faults
 #   STAGE=runs    bash scripts/gpu_evidence.sh   # gap truth, overhead, the seed's rows
 #   STAGE=bench   bash scripts/gpu_evidence.sh   # each kernel's own benchmark
+#   STAGE=tp TP=4 bash scripts/gpu_evidence.sh   # tensor parallel: TP tests, seed rows at TP
+#                                                # (nvidia-h200-x4; TP=2 on nvidia-h200-x2)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/stepgap-gpu}
@@ -32,7 +34,8 @@ bench() {
 
 seed_row() {  # name, stepgap run options...
   local name=$1; shift
-  timeout 150 python3 -m stepgap run --device cuda --mode both --out "/tmp/$name" --force "$@" \
+  timeout "${SEED_TIMEOUT:-150}" python3 -m stepgap run --device cuda --mode both \
+    --out "/tmp/$name" --force "$@" \
     > "/tmp/$name.log" 2>&1
   tail -22 "/tmp/$name.log"
   python3 -m stepgap report "/tmp/$name" -o "/tmp/$name/report.html" > /dev/null 2>&1
@@ -46,13 +49,26 @@ runs() {
   mv /tmp/gap-truth.log /tmp/gap-truth/ && tar czf "$OUT/gap-truth.tgz" -C /tmp gap-truth
   timeout 100 python3 benchmarks/instrument_overhead.py --device cuda --reps 5 > "$OUT/overhead.log" 2>&1
   tail -3 "$OUT/overhead.log"
-  seed_row h200-ernie-full-c64 --workload ernie-4.5-21b-a3b-tp4
-  seed_row h200-glm-28l-c4 --workload glm-4.5-air-tp8 --model-override num_layers=28 --output-len 2000
+  seed_row h200-ernie-full-c64 --workload ernie-4.5-21b-a3b-tp4 --tp 1
+  seed_row h200-glm-28l-c4 --workload glm-4.5-air-tp8 --tp 1 --model-override num_layers=28 \
+    --output-len 2000
+}
+
+tp() {  # the seed's tensor-parallel rows: one GPU per rank
+  local tp=${TP:-4}
+  timeout 240 python3 -m pytest -q -p no:cacheprovider -m cuda -rs \
+    tests/reference_engine/test_tensor_parallel.py > "$OUT/tp-cuda-tests.log" 2>&1
+  tail -3 "$OUT/tp-cuda-tests.log"
+  seed_row "h200-ernie-full-c64-tp$tp" --workload ernie-4.5-21b-a3b-tp4 --tp "$tp"
+  if [ "$tp" -ge 4 ]; then  # GLM-4.5-Air, all 46 layers: 53 GB of weights per rank at TP 4
+    seed_row "h200-glm-46l-c4-tp$tp" --workload glm-4.5-air-tp8 --tp "$tp" --output-len 2000
+  fi
 }
 
 case "${STAGE:-kernels}" in
   kernels) kernels ;;
   runs) runs ;;
   bench) bench ;;
-  *) echo "STAGE must be kernels, runs or bench" >&2; exit 2 ;;
+  tp) tp ;;
+  *) echo "STAGE must be kernels, runs, bench or tp" >&2; exit 2 ;;
 esac

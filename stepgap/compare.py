@@ -3,12 +3,13 @@ identity (a divergence classified only when the runs could have agreed)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stepgap.identity import NEAR_TIE_LOGIT_MARGIN, Identity, compare_tokens
+from stepgap.identity import NEAR_TIE_LOGIT_MARGIN, Identity, run_identity
 from stepgap.premise import premise_differences
+from stepgap.rank_view import RankRow, rank_rows, rows_dict
 from stepgap.runs import RunData, RunError, load_runs
 from stepgap.summary_view import MetricRatio, compare_metrics
 
@@ -23,6 +24,7 @@ class Comparison:
     rows: list[MetricRatio]
     identity: Identity | None  # None when neither run recorded tokens (analyzed traces)
     warnings: list[str]
+    ranks: list[RankRow] = field(default_factory=list)  # tensor parallel: gaps per rank
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +33,7 @@ class Comparison:
             "metrics": {row.metric.key: row.to_dict() for row in self.rows},
             "tokens_identical": self.identity.identical if self.identity else None,
             "identity": self.identity.to_dict() if self.identity else None,
+            "ranks": rows_dict(self.ranks),
             "warnings": self.warnings,
         }
 
@@ -45,8 +48,9 @@ def compare_run_data(a: RunData, b: RunData, near_tie: float = NEAR_TIE_LOGIT_MA
     identity = None
     if a.tokens or b.tokens:
         differences = premise_differences(a.meta, b.meta)
-        identity = compare_tokens(a.tokens, b.tokens, a.margins, b.margins, near_tie, differences)
-    return Comparison((a.name, b.name), compare_metrics(a, b), identity, warnings)
+        identity = run_identity(a, b, near_tie, differences)
+    rows = compare_metrics(a, b)
+    return Comparison((a.name, b.name), rows, identity, warnings, rank_rows([a, b]))
 
 
 def run_pairs(path_a: Path, path_b: Path | None) -> list[tuple[RunData, RunData]]:

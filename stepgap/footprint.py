@@ -5,7 +5,9 @@ The estimate counts what the engine allocates for the whole run — weights, the
 cache, the packed step tables (one device and two pinned host copies), the rotary tables —
 plus the largest activations of a decode and a prefill step and the host's request
 bookkeeping. It is a floor: the allocator and the framework add some on top, so a run is
-refused once it would take more than `USABLE_SHARE` of the memory present.
+refused once it would take more than `USABLE_SHARE` of the memory present. Under tensor
+parallelism it is one rank's: weights and KV cache split N ways (one GPU each; on CPU all
+N ranks share the host).
 """
 
 from __future__ import annotations
@@ -69,17 +71,18 @@ def gigabytes(size: float) -> str:
     return f"{size / 1e9:.1f} GB"
 
 
-def estimate(shape: Shape, dtype: str) -> Footprint:
-    """The run's allocations with weights and cache in `dtype` ("float32", "bfloat16")."""
-    width = BYTES[dtype]
+def estimate(shape: Shape, dtype: str, tensor_parallel: int = 1) -> Footprint:
+    """The run's allocations with weights and cache in `dtype` ("float32", "bfloat16"), on
+    one of `tensor_parallel` ranks (activations counted whole: a bound)."""
+    width, ranks = BYTES[dtype], tensor_parallel
     m = shape.model
     kv = m.num_layers * 2 * shape.slots * shape.max_model_len * m.num_kv_heads * m.head_dim
     prompt_capacity = max(shape.max_prefill_tokens, shape.max_model_len)
     table = shape.slots * 4 + prompt_capacity + (shape.slots + 1) * 2
     rotary = shape.max_model_len * m.rotary_dim * FLOAT32
     return Footprint(
-        weights=m.num_parameters() * width,
-        kv_cache=kv * width,
+        weights=m.num_parameters() * width // ranks,
+        kv_cache=kv * width // ranks,
         buffers=3 * table * INT64 + rotary,
         activations=_activations(shape, width),
         host=shape.num_requests * (shape.longest_prompt + 3 * shape.output_len) * PYTHON_INT_BYTES,
@@ -98,10 +101,14 @@ def _activations(shape: Shape, width: int) -> int:
     return max(decode, prefill)
 
 
-def check_fits(footprint: Footprint, device: str, device_free: int, host_free: int) -> None:
-    """Raise a one-line ConfigError with the numbers when the run cannot fit."""
-    on_host = footprint.host + (footprint.device_total if device == "cpu" else 0)
-    needs = [(footprint.device_total, device, device_free)] if device != "cpu" else []
+def check_fits(
+    footprint: Footprint, device: str, device_free: int, host_free: int, ranks: int = 1
+) -> None:
+    """Raise a one-line ConfigError with the numbers when the run cannot fit (`footprint`
+    of one of `ranks` ranks: one GPU each, or all of them on the host)."""
+    on_host = footprint.host + (footprint.device_total * ranks if device == "cpu" else 0)
+    each = device if ranks == 1 else f"{device} (each of {ranks} ranks)"
+    needs = [(footprint.device_total, each, device_free)] if device != "cpu" else []
     needs.append((on_host, "cpu" if device == "cpu" else "the host", host_free))
     for size, where, free in needs:
         if size > USABLE_SHARE * free:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Protocol
 
 NEAR_TIE_LOGIT_MARGIN = 0.05  # bf16 logits of this model family carry ~1e-2 absolute error
+LOGPROB_RTOL = 1e-3  # relative tolerance of logprob equality, as vLLM's end-to-end tests
+
+Logprobs = dict[int, list[float]]  # per request: the sampled tokens' logprobs
+TopLogprobs = dict[int, list[list[tuple[int, float]]]]  # per request and position
 
 
 class Verdict(StrEnum):
@@ -31,6 +36,17 @@ class Divergence:
 
 
 @dataclass(frozen=True)
+class LogprobDifference:
+    """The first (request, position) with the same token in both runs but logprobs that
+    differ beyond `LOGPROB_RTOL`."""
+
+    request_id: int
+    position: int
+    logprob_a: float
+    logprob_b: float
+
+
+@dataclass(frozen=True)
 class Identity:
     identical: bool
     requests_compared: int
@@ -39,10 +55,20 @@ class Identity:
     only_in_b: tuple[int, ...]
     first: Divergence | None
     differences: tuple[str, ...] = ()  # why the runs' tokens need not agree at all
+    logprobs_compared: int = 0  # requests whose logprobs both runs recorded
+    first_logprob_difference: LogprobDifference | None = None
 
     def describe(self) -> str:
         if self.identical:
-            return f"identical ({self.requests_compared} requests)"
+            logprobs = f", logprobs of {self.logprobs_compared}" if self.logprobs_compared else ""
+            return f"identical ({self.requests_compared} requests{logprobs})"
+        if self.first is None and self.first_logprob_difference is not None:
+            lp = self.first_logprob_difference
+            return (
+                f"same tokens, different logprobs: request {lp.request_id} position "
+                f"{lp.position}: {lp.logprob_a:.6g} vs {lp.logprob_b:.6g} (beyond rtol "
+                f"{LOGPROB_RTOL:g}) -> logic error"
+            )
         if self.first is None:
             only_a, only_b = len(self.only_in_a), len(self.only_in_b)
             return f"different request sets (only in A: {only_a}, only in B: {only_b})"
@@ -58,9 +84,32 @@ class Identity:
         return asdict(self)
 
 
-def _margin(margins: dict[int, list[float]], rid: int, position: int) -> float:
+def _margin(margins: dict[int, list[float]], top: TopLogprobs, rid: int, position: int) -> float:
+    """The top-2 logit margin at a position, else its top-2 logprob gap (the same number:
+    logprobs are logits less one normaliser per position)."""
     values = margins.get(rid, [])
-    return float(values[position]) if position < len(values) else math.nan
+    margin = float(values[position]) if position < len(values) else math.nan
+    tops = top.get(rid, [])
+    if math.isnan(margin) and position < len(tops) and len(tops[position]) >= 2:
+        margin = tops[position][0][1] - tops[position][1][1]
+    return margin
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= LOGPROB_RTOL * max(1.0, abs(a), abs(b))
+
+
+def first_logprob_difference(
+    tokens: dict[int, list[int]], logprobs_a: Logprobs, logprobs_b: Logprobs
+) -> tuple[int, LogprobDifference | None]:
+    """(requests compared, the first same-token position whose logprobs differ)."""
+    common = sorted(set(logprobs_a) & set(logprobs_b) & set(tokens))
+    for rid in common:
+        pairs = zip(logprobs_a[rid], logprobs_b[rid], strict=False)
+        for position, (a, b) in enumerate(pairs):
+            if not _close(a, b):
+                return len(common), LogprobDifference(rid, position, a, b)
+    return len(common), None
 
 
 def compare_tokens(
@@ -70,6 +119,8 @@ def compare_tokens(
     margins_b: dict[int, list[float]] | None = None,
     near_tie: float = NEAR_TIE_LOGIT_MARGIN,
     differences: tuple[str, ...] = (),
+    logprobs: tuple[Logprobs, Logprobs] | None = None,
+    top_logprobs: tuple[TopLogprobs, TopLogprobs] = ({}, {}),
 ) -> Identity:
     """Compare per-request token ids of two runs.
 
@@ -78,9 +129,12 @@ def compare_tokens(
     Anything else — a clear winner that changed, or a sequence that is longer or shorter
     with equal tokens before — is a "logic error". Both readings assume the runs had the
     same model, weights and sampling; `differences` (stepgap.premise) says where they did
-    not, and then a divergence is only "not comparable".
+    not, and then a divergence is only "not comparable". With `logprobs` of both runs,
+    equal tokens must also carry logprobs equal within `LOGPROB_RTOL` (relative); without
+    margins, the divergence is classified by the top-2 logprob gap there.
     """
     margins_a, margins_b = margins_a or {}, margins_b or {}
+    top_a, top_b = top_logprobs
     common = sorted(set(tokens_a) & set(tokens_b))
     differing, first = 0, None
     for rid in common:
@@ -92,7 +146,10 @@ def compare_tokens(
         if position is None:
             position = min(len(a), len(b))
         if first is None:
-            m_a, m_b = _margin(margins_a, rid, position), _margin(margins_b, rid, position)
+            m_a, m_b = (
+                _margin(margins_a, top_a, rid, position),
+                _margin(margins_b, top_b, rid, position),
+            )
             both_have = position < len(a) and position < len(b)
             tie = both_have and min(m_a, m_b) < near_tie
             first = Divergence(
@@ -106,11 +163,38 @@ def compare_tokens(
             )
     only_a = tuple(sorted(set(tokens_a) - set(tokens_b)))
     only_b = tuple(sorted(set(tokens_b) - set(tokens_a)))
-    identical = differing == 0 and not only_a and not only_b
-    return Identity(identical, len(common), differing, only_a, only_b, first, differences)
+    same_tokens = {rid: tokens_a[rid] for rid in common if tokens_a[rid] == tokens_b[rid]}
+    compared, logprob_difference = first_logprob_difference(same_tokens, *(logprobs or ({}, {})))
+    identical = differing == 0 and not only_a and not only_b and logprob_difference is None
+    return Identity(
+        identical, len(common), differing, only_a, only_b, first, differences,
+        compared, logprob_difference,
+    )  # fmt: skip
 
 
 def _verdict(tie: bool, differences: tuple[str, ...]) -> Verdict:
     if differences:
         return Verdict.NOT_COMPARABLE
     return Verdict.NEAR_TIE if tie else Verdict.LOGIC_ERROR
+
+
+class TokenRecords(Protocol):
+    """What a run holds of its tokens (a `stepgap.runs.RunData`)."""
+
+    tokens: dict[int, list[int]]
+    margins: dict[int, list[float]]
+    logprobs: Logprobs
+    top_logprobs: TopLogprobs
+
+
+def run_identity(
+    a: TokenRecords,
+    b: TokenRecords,
+    near_tie: float = NEAR_TIE_LOGIT_MARGIN,
+    differences: tuple[str, ...] = (),
+) -> Identity:
+    """`compare_tokens` of two runs' tokens, margins and logprobs."""
+    return compare_tokens(
+        a.tokens, b.tokens, a.margins, b.margins, near_tie, differences,
+        (a.logprobs, b.logprobs), (a.top_logprobs, b.top_logprobs),
+    )  # fmt: skip

@@ -188,7 +188,8 @@ def _counts() -> list[Metric]:
             headline=True,
             legacy=("output_tokens",),
         ),
-        Metric("num_decode_steps", "decode steps", "", NEUTRAL),
+        Metric("num_decode_steps", "decode steps (with or without prompt chunks)", "", NEUTRAL),
+        Metric("num_mixed_steps", "mixed steps (decode rows + prompt chunks)", "", NEUTRAL),
         Metric("warmup_steps", "warm-up steps", "", NEUTRAL),
         Metric("token_digest", "token digest", "", NEUTRAL, headline=True),
     ]

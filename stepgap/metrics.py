@@ -25,6 +25,9 @@ STEP_COLUMNS = [
     "kind",
     "batch_size",
     "num_tokens",
+    "decode_rows",
+    "prefill_tokens",
+    "chunks",
     "device_start_us",
     "device_end_us",
     "busy_us",
@@ -60,12 +63,15 @@ def step_table(run: RunOutput, span_frame: pd.DataFrame) -> pd.DataFrame:
             "kind": r.step.kind.value,
             "batch_size": len(r.step.requests),
             "num_tokens": r.step.num_tokens,
+            "decode_rows": len(r.step.decodes),
+            "prefill_tokens": r.step.prefill_tokens,
+            "chunks": len(r.step.chunks),
             "device_start_us": r.device_start_us,
             "device_end_us": r.device_end_us,
         }
         for r in run.steps
     ]
-    table = pd.DataFrame(rows, columns=STEP_COLUMNS[:6])
+    table = pd.DataFrame(rows, columns=STEP_COLUMNS[:9])
     table["busy_us"] = table.device_end_us - table.device_start_us
     table["gap_before_us"] = table.device_start_us - table.device_end_us.shift(1)
     for phase in PHASES:
@@ -215,10 +221,17 @@ def token_digest(tokens: dict[int, list[int]]) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+DECODE_KINDS = ("decode", "mixed")  # steps of the decode loop (mixed: with prompt chunks)
+
+
 def gap_sample(steps: pd.DataFrame, warmup_steps: int = DEFAULT_WARMUP_STEPS) -> pd.Series:
-    """The gaps the summary statistics use: decode steps after warm-up, excluding gaps in
-    which the engine had nothing to run until a request arrived."""
-    decode = steps[steps.kind == "decode"].iloc[warmup_steps:]
+    """The gaps the summary statistics use: decode steps (with or without prompt chunks)
+    after warm-up, excluding gaps in which the engine had nothing to run until a request
+    arrived or the profiler started or stopped."""
+    decode = steps[steps.kind.isin(DECODE_KINDS)] if "kind" in steps else steps
+    decode = decode.iloc[warmup_steps:]
+    if "after_idle" not in decode:  # an analysed trace's table: every gap counts
+        return decode.gap_before_us.dropna()
     return decode.gap_before_us[~decode.after_idle.astype(bool)].dropna()
 
 
@@ -282,7 +295,8 @@ def summarize(
         **bench_stats(requests.get("decode_speed_tok_s", []), "s_decode"),
         **throughput_summary(requests, duration_s, goodput),
         "num_steps": len(steps),
-        "num_decode_steps": int((steps.kind == "decode").sum()),
+        "num_decode_steps": int(steps.kind.isin(DECODE_KINDS).sum()),
+        "num_mixed_steps": int((steps.kind == "mixed").sum()),
         "warmup_steps": warmup_steps,
         "duration": duration_s,
         "token_digest": token_digest(tokens),

@@ -12,6 +12,7 @@ from torch.profiler import ProfilerActivity, profile
 from reference_engine.engine import StepRecord
 from reference_engine.probe import PROFILER
 from stepgap.instrument import NvtxProbe
+from stepgap.metrics import DECODE_KINDS
 
 
 class StepWindowProfiler:
@@ -31,7 +32,7 @@ class StepWindowProfiler:
         self._recording = False
 
     def on_step(self, record: StepRecord) -> None:
-        if self.steps <= 0 or record.step.kind.value != "decode":
+        if self.steps <= 0 or record.step.kind.value not in DECODE_KINDS:
             return
         self.decode_seen += 1
         if self.decode_seen == self.skip + 1 and self._profiler is None:

@@ -31,6 +31,11 @@ DISPLAY_RESAMPLES = 1000
 IN_TIME_ORDER = (Samples.STEP_RATE,)  # resampled in blocks (see block_bootstrap)
 TAILS = {StatisticKind.P90: 0.1, StatisticKind.P99: 0.01}  # share of samples beyond
 MIN_TAIL_SAMPLES = 5
+NOISE_NOTE = (
+    "95% noise: bootstrap interval of the ratio from each run's own samples (per-step gaps, "
+    "per-request latencies; * throughput: the decode steps' token rate); a ratio whose "
+    "interval holds 1 is within noise. It cannot see a slowdown of a whole run."
+)
 
 
 @dataclass(frozen=True)

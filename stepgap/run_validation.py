@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -104,14 +104,45 @@ def check_counts(meta: dict[str, Any], steps: int, requests: int, path: Path) ->
             )
 
 
-def check_token_record(record: Any) -> tuple[int, list[int], list[float], list[float]]:
-    """One line of tokens.jsonl: (request id, token ids, top-2 margins, token times)."""
+class TokenRecord(NamedTuple):
+    """One line of tokens.jsonl."""
+
+    request_id: int
+    tokens: list[int]
+    margins: list[float]  # top-2 logit margins
+    token_times_s: list[float]
+    logprobs: list[float] | None  # the sampled tokens' (when the request asked)
+    top_logprobs: list[list[tuple[int, float]]]
+
+
+def check_token_record(record: Any) -> TokenRecord:
+    """One line of tokens.jsonl, its types checked."""
     if not isinstance(record, dict) or not isinstance(record.get("request_id"), int):
         raise ValueError("each line must be an object with an integer request_id")
     tokens = _list_of(record.get("tokens", []), int, "tokens")
     margins = _list_of(record.get("margins", []), float, "margins")
     times = _list_of(record.get("token_times_s", []), float, "token_times_s")
-    return record["request_id"], tokens, margins, times
+    logprobs = record.get("logprobs")
+    if logprobs is not None:
+        logprobs = _list_of(logprobs, float, "logprobs")
+    top = [_top_entry(entry) for entry in _list_of_lists(record.get("top_logprobs", []))]
+    return TokenRecord(record["request_id"], tokens, margins, times, logprobs, top)
+
+
+def _list_of_lists(values: Any) -> list[list[Any]]:
+    if not isinstance(values, list) or not all(isinstance(v, list) for v in values):
+        raise ValueError("top_logprobs must be a list of lists")
+    return values
+
+
+def _top_entry(entry: list[Any]) -> list[tuple[int, float]]:
+    pairs = []
+    for pair in entry:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise ValueError(f"top_logprobs holds {pair!r}, not [token id, logprob]")
+        token = _list_of([pair[0]], int, "top_logprobs ids")[0]
+        pairs.append((token, _list_of([pair[1]], float, "top_logprobs values")[0]))
+    return pairs
 
 
 def _list_of(values: Any, kind: type, name: str) -> list[Any]:

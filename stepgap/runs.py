@@ -3,7 +3,10 @@
 A run directory holds `run.json` (schema version, environment, config, workload, mode,
 summary, completeness), `steps.csv`, `requests.csv`, `phases.csv`, `tokens.jsonl` (token
 ids, top-2 margins and host arrival times per request) and optionally `trace.json.gz`.
-A `--mode both` run is a group directory with one run directory per mode inside.
+A tensor-parallel run adds `steps-rank<r>.csv` and `phases-rank<r>.csv` for every rank
+r >= 1 (rank 0's tables are the plain ones, so every reader of a TP-1 run reads it too;
+stepgap.rank_metrics). A `--mode both` run is a group directory with one run directory per
+mode inside.
 """
 
 from __future__ import annotations
@@ -39,9 +42,15 @@ class RunData:
     tokens: dict[int, list[int]] = field(default_factory=dict)
     margins: dict[int, list[float]] = field(default_factory=dict)
     token_times: dict[int, list[float]] = field(default_factory=dict)
+    # per request that asked for them: the sampled tokens' logprobs, and the top-n
+    # (token id, logprob) of each position
+    logprobs: dict[int, list[float]] = field(default_factory=dict)
+    top_logprobs: dict[int, list[list[tuple[int, float]]]] = field(default_factory=dict)
     phases: pd.DataFrame | None = None
     path: Path | None = None
     trace_path: Path | None = None  # a PyTorch profiler trace to store as trace.json.gz
+    rank_steps: dict[int, pd.DataFrame] = field(default_factory=dict)  # TP: ranks >= 1
+    rank_phases: dict[int, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -90,6 +99,10 @@ def write_run_files(run: RunData, directory: Path) -> None:
     run.requests.to_csv(directory / "requests.csv", index=False)
     if run.phases is not None:
         run.phases.to_csv(directory / "phases.csv", index=False)
+    for rank, table in sorted(run.rank_steps.items()):
+        table.to_csv(directory / f"steps-rank{rank}.csv", index=False)
+    for rank, table in sorted(run.rank_phases.items()):
+        table.to_csv(directory / f"phases-rank{rank}.csv", index=False)
     if run.trace_path is not None and Path(run.trace_path) != directory / TRACE_FILE:
         shutil.copyfile(run.trace_path, directory / TRACE_FILE)
     with open(directory / TOKENS_FILE, "w") as out:
@@ -100,6 +113,9 @@ def write_run_files(run: RunData, directory: Path) -> None:
                 "margins": run.margins.get(request_id, []),
                 "token_times_s": run.token_times.get(request_id, []),
             }
+            if request_id in run.logprobs:
+                record["logprobs"] = run.logprobs[request_id]
+                record["top_logprobs"] = run.top_logprobs.get(request_id, [])
             out.write(json.dumps(_clean(record)) + "\n")
 
 
@@ -164,16 +180,40 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def _read_tokens(run: RunData, tokens_file: Path) -> None:
-    """Token ids, margins and times per request (an analyzed trace's file is empty)."""
+    """Token ids, margins, times and logprobs per request (an analyzed trace's file is
+    empty)."""
     if tokens_file.stat().st_size == 0:
         return
     check.check_complete_file(tokens_file)
     try:
         for line in tokens_file.read_text(encoding="utf-8").splitlines():
-            rid, tokens, margins, times = check.check_token_record(json.loads(line))
-            run.tokens[rid], run.margins[rid], run.token_times[rid] = tokens, margins, times
+            record = check.check_token_record(json.loads(line))
+            rid = record.request_id
+            run.tokens[rid], run.margins[rid] = record.tokens, record.margins
+            run.token_times[rid] = record.token_times_s
+            if record.logprobs is not None:
+                run.logprobs[rid], run.top_logprobs[rid] = record.logprobs, record.top_logprobs
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise RunError(f"{tokens_file} is malformed: {error}") from None
+
+
+def _read_rank_tables(run: RunData, path: Path) -> None:
+    """A tensor-parallel run's tables of ranks >= 1, one row per step of rank 0's."""
+    for file in sorted(path.glob("steps-rank*.csv")):
+        rank = _rank_of(file, "steps-rank")
+        table = _read_steps(file)
+        if len(table) != len(run.steps):
+            raise RunError(f"{file} has {len(table)} rows, steps.csv {len(run.steps)}")
+        run.rank_steps[rank] = table
+    for file in sorted(path.glob("phases-rank*.csv")):
+        run.rank_phases[_rank_of(file, "phases-rank")] = _read_csv(file, check.PHASE_NUMBERS)
+
+
+def _rank_of(file: Path, prefix: str) -> int:
+    rank = file.stem.removeprefix(prefix)
+    if not rank.isdigit() or int(rank) < 1:
+        raise RunError(f"{file}: not a rank's table (expected {prefix}<rank >= 1>.csv)")
+    return int(rank)
 
 
 def load_run(path: str | Path, require_complete: bool = False) -> RunData:
@@ -190,6 +230,7 @@ def load_run(path: str | Path, require_complete: bool = False) -> RunData:
     run = RunData(meta, steps, requests, path=path)
     if (path / "phases.csv").is_file():
         run.phases = _read_csv(path / "phases.csv", check.PHASE_NUMBERS)
+    _read_rank_tables(run, path)
     if (path / TRACE_FILE).is_file():
         run.trace_path = path / TRACE_FILE
     tokens_file = path / TOKENS_FILE

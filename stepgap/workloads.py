@@ -55,6 +55,10 @@ class Workload:
     description: str = ""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     max_model_len_override: int | None = None  # default: longest prompt + output + 2
+    # chunked prefill: each step's token budget (decode rows + prompt chunks), as vLLM's
+    # max_num_batched_tokens; None: whole prompts, prefill before decode
+    max_num_batched_tokens: int | None = None
+    logprobs: int | None = None  # every request asks for the top-n logprobs (0..20)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -83,7 +87,15 @@ class Workload:
                 f"workload {self.name}: prompts of {self.input_len} tokens + {self.output_len} "
                 f"output tokens need max_model_len >= {needed}, got {self.max_model_len_override}"
             )
-        SamplingParams(max_tokens=self.output_len, top_k=self.top_k, top_p=self.top_p)
+        SamplingParams(
+            max_tokens=self.output_len, top_k=self.top_k, top_p=self.top_p, logprobs=self.logprobs
+        )
+        budget = self.max_num_batched_tokens
+        if budget is not None and not self.concurrency < budget <= LIMITS["input_len"]:
+            raise ConfigError(
+                f"workload {self.name}: max_num_batched_tokens ({budget}) must exceed the "
+                f"concurrency ({self.concurrency}) and be at most {LIMITS['input_len']}"
+            )
 
     def _check_bounds(self) -> None:
         for name, limit in LIMITS.items():
@@ -137,8 +149,13 @@ class Workload:
         return model_config(self.model, **self.model_overrides)
 
     def with_overrides(self, **changes: Any) -> Workload:
-        """A copy with fields replaced (None values are ignored)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with fields replaced (None values are ignored). A new concurrency keeps
+        the prefill chunk size: the token budget moves with it."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        budget = self.max_num_batched_tokens
+        if "concurrency" in changes and budget and "max_num_batched_tokens" not in changes:
+            changes["max_num_batched_tokens"] = budget - self.concurrency + changes["concurrency"]
+        return dataclasses.replace(self, **changes)
 
     def requests(self) -> list[Request]:
         """The request stream: same workload and seed, same requests."""
@@ -157,6 +174,7 @@ class Workload:
                 top_p=self.top_p,
                 seed=rng.randrange(2**31),
                 ignore_eos=self.ignore_eos,
+                logprobs=self.logprobs,
             )
             prompt = [rng.randrange(3, vocab) for _ in range(length)]
             requests.append(Request(i, prompt, params, arrival_s=arrival))
@@ -164,6 +182,26 @@ class Workload:
 
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"label": self.label}
+
+
+def sentence(described: dict[str, Any], tensor_parallel: int = 1) -> str:
+    """One line a reader can check a run against: `Workload.describe()` (as `run.json`
+    keeps it) in words, as `stepgap run` prints it first and the report opens with."""
+    if described.get("arrival") == "all":
+        arrival = "all at once"
+    else:
+        arrival = f"Poisson {described.get('rate_per_s', 0):g}/s"
+    longest = described.get("input_len")
+    lengths = f"{described.get('input_len_min') or longest}-{longest}"
+    budget = described.get("max_num_batched_tokens")
+    return (
+        f"workload {described.get('label', described.get('name'))}: model "
+        f"{described.get('model')}, {described.get('num_requests')} requests, concurrency "
+        f"{described.get('concurrency')}, prompts {lengths} tokens, "
+        f"{described.get('output_len')} output tokens, arrivals {arrival}"
+        + (f", chunked prefill of {budget} tokens a step" if budget else "")
+        + (f", tensor parallel {tensor_parallel}" if tensor_parallel > 1 else "")
+    )
 
 
 _SMOKE = Workload(
@@ -180,6 +218,7 @@ _SMOKE = Workload(
     sampled_fraction=0.5,
     top_k=50,
     top_p=0.95,
+    max_num_batched_tokens=8 + 32,  # prompts of up to 48 tokens in chunks of 32
     description="tiny ERNIE-shaped model, staggered arrivals, greedy + sampled: a quick check",
 )
 _CPU_DEFAULT = dataclasses.replace(
@@ -199,6 +238,7 @@ _GLM = Workload(
     input_len=500,
     output_len=10_000,
     tensor_parallel=8,
+    max_num_batched_tokens=8192,  # vLLM V1's default budget
     description="FastDeploy benchmark row: GLM-4.5-Air, TP8, concurrency 4, 500 in / 10k out",
 )
 _ERNIE = Workload(
@@ -209,17 +249,21 @@ _ERNIE = Workload(
     input_len=2000,
     output_len=500,
     tensor_parallel=4,
+    max_num_batched_tokens=8192,  # vLLM V1's default budget: 4 prompts' chunks per step
     description="FastDeploy benchmark row: ERNIE-4.5-21B-A3B, TP4, concurrency 64, 2k in / 500 out",
 )
 
 
 def _scaled(base: Workload, model: str, **changes: Any) -> Workload:
+    """`base` at CPU size, at TP 1 (the tiny models' 4 or 6 heads do not split 4 or 8
+    ways; `--tp 2` runs them tensor-parallel)."""
     return dataclasses.replace(
         base,
         name=base.name + "-scaled",
         model=model,
         scaled_from=base.name,
-        description=f"{base.name} at CPU size: same concurrency and shape, tiny model",
+        tensor_parallel=1,
+        description=f"{base.name} at CPU size: same concurrency and shape, tiny model, TP 1",
         **changes,
     )
 
@@ -230,9 +274,18 @@ PRESETS: dict[str, Workload] = {
         _CPU_DEFAULT,
         _SMOKE,
         _GLM,
-        _scaled(_GLM, "glm-4.5-air-tiny", input_len=50, output_len=1000),
+        _scaled(
+            _GLM, "glm-4.5-air-tiny", input_len=50, output_len=1000, max_num_batched_tokens=4 + 32
+        ),
         _ERNIE,
-        _scaled(_ERNIE, "ernie-4.5-tiny", num_requests=128, input_len=200, output_len=50),
+        _scaled(
+            _ERNIE,
+            "ernie-4.5-tiny",
+            num_requests=128,
+            input_len=200,
+            output_len=50,
+            max_num_batched_tokens=64 + 128,
+        ),
     )
 }
 DEFAULT_WORKLOAD = "cpu-default"

@@ -26,9 +26,16 @@ Rank 0 runs the engine's loops unchanged (`leader.LeaderRunner`); every other ra
 `follower.Follower`, which receives each step's plan (its `PreparedStep` and packed input
 tables) over a host pipe and launches the same device work. Files: `group` (the rank's
 process group and collectives), `shapes` (what a TP size must divide), `sharding`
-(parameter slices), `plan` (messages), `channel` (the pipes), `processes` (spawn, kill),
-`watchdog` (dead or hung ranks), `rank_tables` (each follower's measurements),
-`leader`, `follower`.
+(parameter slices), `embedding` (the vocab-parallel embedding), `plan` (messages and
+timeouts), `channel` (the pipes), `processes` (spawn, kill), `watchdog` (dead or hung
+ranks), `team` (rank 0's view of the others), `failure` (the one-line error),
+`rank_tables` (each follower's measurements), `leader`, `follower`.
 
-This package imports nothing heavy: `shapes` and `failure` are torch-free.
+Bounds (`plan.Timeouts`): a follower that exits is seen within the watchdog's poll
+(0.2 s); one still behind rank 0's latest launch `hang_s` (60 s, `EngineConfig.
+tp_timeout_s`) after it is hung; collectives time out `hang_s + 30` s; start-up (spawn,
+join, build) `startup_s` (600 s). A failure kills every follower and ends the run with
+`RankFailed` within the poll plus 2 s of diagnosis.
+
+`shapes` and `failure` are torch-free (the CLI checks a TP size without importing torch).
 """

@@ -54,6 +54,7 @@ class LeaderRunner(ModelRunner):
         self.team = team
         self._faults: tuple[Fault, ...] = ()
         self._step = 0
+        self._reported = False  # a failure was raised: later hooks stay quiet
 
     def plant_faults(self, faults: tuple[Fault, ...]) -> None:
         super().plant_faults(faults)
@@ -88,13 +89,20 @@ class LeaderRunner(ModelRunner):
         super().launch(prepared, timed)
 
     def finish_run(self, output: Any) -> None:
-        """After rank 0's drain: the followers drain too and send their step tables."""
-        if self.team is None or self.team.failed:
+        """After rank 0's drain: the followers drain too and send their step tables. A
+        rank the watchdog saw fail after rank 0's last collective still fails the run."""
+        if self.team is None or self._reported:
             return
+        if self.team.failed:
+            self._reported = True
+            output.complete = False
+            raise RankFailed(self.team.reason(), output)
         try:
             self._send(RunEnd())
             output.ranks = self.team.collect()
         except RankFailed as failed:
+            self._reported = True
+            output.complete = False
             failed.output = output
             raise
 
@@ -105,6 +113,7 @@ class LeaderRunner(ModelRunner):
             return None
         reason = str(error) if isinstance(error, RankFailed) else self.team.diagnose(error)
         self._drain()
+        self._reported = True
         return RankFailed(reason, output)
 
     def _drain(self) -> None:

@@ -41,6 +41,7 @@ COMMANDS = (
     "verify",
     "serve",
     "bench",
+    "predict",
 )
 APP_SETTINGS: dict[str, Any] = {"add_completion": False, "pretty_exceptions_enable": False}
 

@@ -53,6 +53,13 @@ def _print(comparison: Comparison) -> None:
     a, b = comparison.names
     console.print(ratio_table(f"{a} vs {b}", (f"A: {a}", f"B: {b}"), "B/A", comparison.rows))
     console.print(plain(NOISE_NOTE), style="dim")
+    if comparison.ranks:
+        from stepgap.cli.rank_table import rank_table
+        from stepgap.rank_view import EXPLANATION
+
+        names = (f"A: {a}", f"B: {b}")
+        console.print(rank_table(f"{a} vs {b}: per rank", names, "B/A", comparison.ranks))
+        console.print(plain(EXPLANATION), style="dim")
     identity = comparison.identity
     if identity is None:
         console.print("tokens: not recorded in either run (analyzed traces carry no tokens)")

@@ -10,7 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from stepgap.cli.common import fmt, table
+from stepgap.ratio_noise import NOISE_NOTE
 from stepgap.summary_view import MetricRatio
+
+__all__ = ["NOISE_NOTE", "ratio_table"]
 
 READING_STYLE = {"better": "green", "worse": "red", "within noise": "yellow"}
 
@@ -37,10 +40,3 @@ def ratio_table(
         reading = Text(row.reading, style=READING_STYLE.get(row.reading, ""))
         body.append([row.metric.label, row.a, row.b, fmt(row.ratio), _noise_cell(row), reading])
     return table(title, header, body)
-
-
-NOISE_NOTE = (
-    "95% noise: bootstrap interval of the ratio from each run's own samples (per-step gaps, "
-    "per-request latencies; * throughput: the decode steps' token rate); a ratio whose "
-    "interval holds 1 is within noise. It cannot see a slowdown of a whole run."
-)

@@ -7,20 +7,23 @@ cannot fit in memory is refused with the numbers before the model is allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stepgap.cli.common import console, err_console, handle_errors, plain, warn
-from stepgap.workloads import DEFAULT_WORKLOAD, Workload, load_workload
+from stepgap.cli.common import console, err_console, fail, handle_errors, plain, warn
+from stepgap.workloads import DEFAULT_WORKLOAD, Workload, load_workload, sentence
 
 if TYPE_CHECKING:
     from stepgap.runner import RunConfig
     from stepgap.runs import RunData
 
 MODE_CHOICES = ("sync", "overlap", "both")
+EXIT_RUN_FAILED = 1  # a tensor-parallel rank died or hung
+_NOTHING_SAVED = "interrupted before anything was measured: nothing saved"
 
 
 @handle_errors
@@ -49,6 +52,17 @@ def run(
     concurrency: Annotated[int | None, typer.Option(help="Override the slot count.")] = None,
     output_len: Annotated[int | None, typer.Option(help="Override max output tokens.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the workload seed.")] = None,
+    max_num_batched_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Chunked prefill: each step's token budget, decode rows plus prompt chunks "
+            "(vLLM's name; 0: whole prompts, prefill before decode). Default: the workload's."
+        ),
+    ] = None,
+    logprobs: Annotated[
+        int | None,
+        typer.Option(help="Every request asks for its tokens' logprobs and the top N (0-20)."),
+    ] = None,
     model_override: Annotated[
         list[str] | None, typer.Option(help="Model field override KEY=VALUE, repeatable.")
     ] = None,
@@ -66,6 +80,14 @@ def run(
         bool, typer.Option(help="NVTX ranges and host-phase clocks (off: --no-instrument).")
     ] = True,
     warmup_steps: Annotated[int, typer.Option(help="Decode steps left out of gap stats.")] = 5,
+    tp: Annotated[
+        int | None,
+        typer.Option(
+            "--tp",
+            help="Tensor-parallel ranks (default: the workload's): one process each, started "
+            "here; one GPU each on CUDA (NCCL), processes over gloo on CPU.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
 ) -> None:
     """Run a workload on the reference engine, print its step gaps, latencies and
@@ -84,7 +106,10 @@ def run(
         output_len=output_len,
         seed=seed,
         model_overrides=overrides,
+        logprobs=logprobs,
     )
+    if max_num_batched_tokens is not None:  # 0: whole prompts
+        chosen = dataclasses.replace(chosen, max_num_batched_tokens=max_num_batched_tokens or None)
     target = check_run_target(out, force) if out else default_run_dir(f"{chosen.name}-{mode}")
     from stepgap.goodput import parse_goodput  # pandas: after the path, which fails fastest
 
@@ -98,9 +123,10 @@ def run(
         profile_steps=profile_steps if profile else 0,
         warmup_steps=warmup_steps,
         goodput=slo,
+        tensor_parallel=tp,
     )
     if not json_output:
-        console.print(plain(_headline(chosen)))
+        console.print(plain(_headline(chosen, config.tp)))
     runs = _measure(config, target, force, quiet=json_output)
     _report(runs, json_output)
 
@@ -113,14 +139,8 @@ def _config(chosen: Workload, mode: str, **settings: Any) -> RunConfig:
     return RunConfig(workload=chosen, modes=modes, **settings)  # type: ignore[arg-type]
 
 
-def _headline(chosen: Workload) -> str:
-    arrival = "all at once" if chosen.arrival == "all" else f"Poisson {chosen.rate_per_s:g}/s"
-    lengths = f"{chosen.input_len_min or chosen.input_len}-{chosen.input_len}"
-    return (
-        f"workload {chosen.label}: model {chosen.model_config().name}, {chosen.num_requests} "
-        f"requests, concurrency {chosen.concurrency}, prompts {lengths} tokens, "
-        f"{chosen.output_len} output tokens, arrivals {arrival}"
-    )
+def _headline(chosen: Workload, tp: int) -> str:
+    return sentence(chosen.describe() | {"model": chosen.model_config().name}, tp)
 
 
 def _measure(config: RunConfig, target: Path, force: bool, quiet: bool) -> list[RunData]:
@@ -128,10 +148,12 @@ def _measure(config: RunConfig, target: Path, force: bool, quiet: bool) -> list[
     from stepgap.footprint import gigabytes
     from stepgap.runner import PartialRun
 
+    config.check_devices()
     footprint = config.check_memory()
     if not quiet:
         size = gigabytes(footprint.device_total + footprint.host)
-        err_console.print(plain(f"memory: about {size} on {config.device_kind}"), style="dim")
+        each = " per rank" if config.tp > 1 else ""
+        err_console.print(plain(f"memory: about {size}{each} on {config.device_kind}"), style="dim")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -139,8 +161,13 @@ def _measure(config: RunConfig, target: Path, force: bool, quiet: bool) -> list[
         for warning in caught:
             warn(str(warning.message))
     except PartialRun as partial:
-        _save_interrupted(partial.runs, target, grouped=len(config.modes) > 1)
-        raise typer.Exit(130) from None
+        saved = _save_partial(partial.runs, target, grouped=len(config.modes) > 1)
+        if partial.reason is None:
+            what = f"what was measured is saved, marked incomplete: {saved}"
+            err_console.print(plain(f"interrupted: {what}" if saved else _NOTHING_SAVED))
+            raise typer.Exit(130) from None
+        where = f"; what was measured is saved, marked incomplete: {saved}" if saved else ""
+        fail(f"{partial.reason}{where}", EXIT_RUN_FAILED)
     saved = _save(runs, target, force, grouped=len(config.modes) > 1)
     if saved != target:
         warn(f"{target} was taken while the run went on; saved to {saved} instead")
@@ -153,16 +180,15 @@ def _located(runs: list[RunData], saved: Path) -> list[RunData]:
     return runs
 
 
-def _save_interrupted(runs: list[RunData], target: Path, grouped: bool) -> None:
-    """Ctrl-C: save what was measured, never over an existing (complete) run."""
+def _save_partial(runs: list[RunData], target: Path, grouped: bool) -> Path | None:
+    """Ctrl-C or a failed rank: save what was measured, never over an existing (complete)
+    run. Returns where (None: nothing was measured)."""
     if not runs:
-        err_console.print("interrupted before anything was measured: nothing saved")
-        return
+        return None
     from stepgap.output_paths import free_name
 
     place = free_name(target, "-incomplete") if target.exists() else target
-    saved = _save(runs, place, force=False, grouped=grouped)
-    err_console.print(plain(f"interrupted: what was measured is saved, marked incomplete: {saved}"))
+    return _save(runs, place, force=False, grouped=grouped)
 
 
 def _run_with_progress(config: RunConfig, quiet: bool) -> list[RunData]:

@@ -8,9 +8,10 @@ from typing import Any
 
 from stepgap.cli.common import console, labelled, plain, table
 from stepgap.cli.ratio_table import NOISE_NOTE, ratio_table
-from stepgap.identity import Identity, compare_tokens
+from stepgap.identity import Identity, run_identity
 from stepgap.metric_registry import headline
 from stepgap.metrics import arrival_wait_share
+from stepgap.rank_view import EXPLANATION, rank_rows, rows_dict
 from stepgap.runs import RunData
 from stepgap.summary_view import MetricRatio, compare_metrics
 
@@ -26,7 +27,7 @@ def _identity(runs: list[RunData]) -> Identity | None:
     if len(runs) != 2:
         return None
     a, b = runs
-    return compare_tokens(a.tokens, b.tokens, a.margins, b.margins)
+    return run_identity(a, b)
 
 
 def _ratios(runs: list[RunData]) -> list[MetricRatio]:
@@ -54,6 +55,7 @@ def report_json(runs: list[RunData]) -> dict[str, Any]:
         "ratios": {row.metric.key: row.to_dict() for row in _ratios(runs)},
         "tokens_identical": identity.identical if identity else None,
         "identity": identity.to_dict() if identity else None,
+        "ranks": rows_dict(rank_rows(runs)),
         "notes": [note for note in [arrival_note(runs)] if note],
     }
 
@@ -69,6 +71,7 @@ def print_report(runs: list[RunData]) -> None:
     else:
         rows = [[m.label, runs[0].summary.get(m.key)] for m in headline()]
         console.print(table(title, ["metric", runs[0].mode], rows))
+    _print_ranks(runs, title)
     note = arrival_note(runs)
     if note:
         console.print(labelled("note", "yellow", note))
@@ -77,3 +80,16 @@ def print_report(runs: list[RunData]) -> None:
         text = "identical" if identity.identical else identity.describe()
         console.print(labelled("tokens", "", text), style="green" if identity.identical else "red")
     console.print(labelled("saved", "", str(_saved_at(runs))))
+
+
+def _print_ranks(runs: list[RunData], title: str) -> None:
+    """Tensor-parallel runs: each rank's gaps, and the slowest rank's per step."""
+    from stepgap.cli.rank_table import rank_table
+
+    rows = rank_rows(runs)
+    if not rows:
+        return
+    names = tuple(run.mode for run in runs)
+    ratio_name = f"{names[-1]}/{names[0]}"
+    console.print(rank_table(f"{title}: per rank", names, ratio_name, rows))
+    console.print(plain(EXPLANATION), style="dim")

@@ -28,6 +28,7 @@ from stepgap.gate.inputs import GateInputError, GateInputs, load_inputs, metric_
 from stepgap.gate.noise import ChangeInterval, NoiseSettings, change_interval, metric_samples
 from stepgap.gate.rules import Rule, RuleSet, load_rules
 from stepgap.metric_registry import canonical
+from stepgap.rank_metrics import split_key
 
 _COMPARE = {
     "<=": operator.le,
@@ -173,10 +174,12 @@ def _evaluate_rule(rule: Rule, inputs: GateInputs, noise: NoiseSettings) -> list
 
 
 def _metric_targets(subject: str, inputs: GateInputs) -> list[tuple[str, str, bool]]:
-    """(mode, metric, expanded) for each mode `subject` applies to."""
+    """(mode, metric, expanded) for each mode `subject` applies to. A tensor-parallel run's
+    per-rank metrics are dotted (`rank1.gap_p50_us`, `slowest.gap_p99_us`): plain, they
+    apply to every mode; `overlap.rank1.gap_p50_us` to one."""
     valid = inputs.summary_metrics()
     mode, dot, metric = subject.partition(".")
-    if not dot:
+    if not dot or split_key(subject) is not None:
         _check_metric(subject, valid)
         return [(m, subject, len(inputs.modes) > 1) for m in inputs.modes]
     if mode not in inputs.runs:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stepgap.gate.inputs import GateInputError, GateInputs
-from stepgap.identity import compare_tokens
+from stepgap.identity import run_identity
 from stepgap.verify.verdict import VerdictError, load_verdict
 
 
@@ -82,7 +82,7 @@ def tokens_identical(inputs: GateInputs) -> FactValue:
             raise GateInputError(
                 f"tokens_identical: {inputs.run_path} recorded no tokens (an analyzed trace?)"
             )
-        identity = compare_tokens(reference.tokens, other.tokens, reference.margins, other.margins)
+        identity = run_identity(reference, other)
         identical &= identity.identical
         details.append(f"{modes[0]} vs {mode}: {identity.describe()}")
     return FactValue(identical, "; ".join(details))
@@ -102,7 +102,7 @@ def tokens_identical_to_baseline(inputs: GateInputs) -> FactValue:
     details, identical = [], True
     for mode in common:
         run, base = inputs.runs[mode], inputs.baseline[mode]
-        identity = compare_tokens(base.tokens, run.tokens, base.margins, run.margins)
+        identity = run_identity(base, run)
         identical &= identity.identical
         details.append(f"{mode} vs baseline: {identity.describe()}")
     return FactValue(identical, "; ".join(details))
@@ -201,3 +201,5 @@ register_fact(
         verify_passed,
     )
 )
+
+from stepgap.gate import predict_facts  # noqa: E402,F401  (registers the predict.* facts)

@@ -25,6 +25,7 @@ from stepgap import metric_registry as registry
 from stepgap.metric_registry import Samples
 from stepgap.metric_registry import Statistic as StatisticKind
 from stepgap.metrics import DEFAULT_WARMUP_STEPS, gap_sample, itl_samples_ms
+from stepgap.rank_metrics import rank_gap_samples, rank_tables, split_key
 from stepgap.runs import RunData
 
 Statistic = Callable[[np.ndarray], np.ndarray]  # reduces the last axis
@@ -155,13 +156,19 @@ def metric_samples(run: RunData, metric: str, proxies: bool = False) -> MetricSa
     """The samples behind `metric` in `run` (stepgap.metric_registry says which), or None
     when it has none. Proxy samples (the step rate behind throughput) only with `proxies`:
     a gate judges a metric only by samples whose statistic is that metric."""
-    registered = registry.metric(metric)
+    view = split_key(metric)
+    registered = registry.metric(view[1] if view else metric)
     if registered is None or registered.noise is None:
         return None
     noise = registered.noise
     if not noise.exact and not proxies:
         return None
-    values = SAMPLE_SOURCES[noise.samples](run)
+    if view is not None:  # a tensor-parallel rank's gaps (or the slowest rank's per step)
+        if noise.samples is not Samples.GAPS:
+            return None
+        values = rank_gap_samples(rank_tables(run), view[0], _warmup(run))
+    else:
+        values = SAMPLE_SOURCES[noise.samples](run)
     missing = np.isnan(values) if values.ndim == 1 else np.isnan(values).any(axis=1)
     values = values[~missing]
     statistic = STATISTICS[noise.statistic]

@@ -17,6 +17,8 @@
     description = "decode latency budget"     # optional: shown with failures
     [[rule]]
     check = "tokens_identical == true"        # a fact (see stepgap.gate.facts)
+    [[rule]]
+    check = "overlap.rank1.gap_p50_us <= 30"  # tensor parallel: a rank's (or `slowest.`)
 
 The check grammar is `SUBJECT OP TARGET` with OP one of `<= < >= > == = !=` (`=` means
 `==`). TARGET is a number, `true`/`false` (facts only), or `baseline`, optionally `± N%`.
@@ -44,7 +46,7 @@ TOP_LEVEL_KEYS = ("rule", "noise")
 _NAME = r"[A-Za-z_][A-Za-z0-9_\-]*"
 _DOTTED = rf"{_NAME}(?:\.{_NAME})*"
 _CHECK = re.compile(r"^\s*(?P<subject>.+?)\s*(?P<op><=|>=|==|!=|<|>|=)\s*(?P<target>.+?)\s*$")
-_RATIO = re.compile(rf"^(?P<num>{_NAME})\s*/\s*(?P<den>{_NAME})\s+(?P<metric>{_NAME})$")
+_RATIO = re.compile(rf"^(?P<num>{_NAME})\s*/\s*(?P<den>{_NAME})\s+(?P<metric>{_DOTTED})$")
 _PLAIN = re.compile(rf"^{_DOTTED}$")
 _BASELINE = re.compile(
     r"^baseline(?:\s*(?P<sign>[+-])\s*(?P<pct>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*%)?$"

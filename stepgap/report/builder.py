@@ -11,12 +11,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from stepgap.atomic import write_file
 from stepgap.identity import NEAR_TIE_LOGIT_MARGIN
+from stepgap.ratio_noise import NOISE_NOTE
 from stepgap.report import html, idle_sections
 from stepgap.report.data import step_groups
 from stepgap.report.figures import PNG_DPI, render
-from stepgap.report.output import check_output_path, write_atomically
+from stepgap.report.headline import headline_section
+from stepgap.report.output import check_output_path
 from stepgap.report.plots import PLOTS, Plot
+from stepgap.report.predict_section import predict_section
+from stepgap.report.rank_section import rank_section
 from stepgap.report.style import RunStyle, run_styles
 from stepgap.report.tables import (
     environment_rows,
@@ -30,6 +35,7 @@ from stepgap.report.tables import (
 from stepgap.report.verification import VerdictView
 from stepgap.report.verify_section import verification_section
 from stepgap.runs import RunData, RunError
+from stepgap.summary_view import MetricRatio, compare_metrics
 
 
 @dataclass(frozen=True)
@@ -71,17 +77,20 @@ def build_report(
     body = "".join(
         [
             html.run_list(_legend(labelled, styles)),
+            headline_section(labelled),
             html.warnings_box(warnings + skipped),
             _identity_section(runs, labels, near_tie),
             verification_section(verdicts) if verdicts else "",
             _metrics_section(runs, labels),
             idle_sections.sections(labelled),
+            rank_section(labelled),
+            predict_section(labelled),
             *(_plot_section(plot, pngs.get(plot.name)) for plot in plots),
             _environment_section(labelled, styles),
         ]
     )
     document = html.page(_title(runs), _subtitle(runs), body, _footer())
-    write_atomically(out_path, document.encode("utf-8"))
+    write_file(out_path, document.encode("utf-8"))
     files = _write_plot_files(plots, pngs, Path(plots_dir)) if plots_dir is not None else []
     return ReportInfo(
         out_path,
@@ -98,8 +107,8 @@ def _write_plot_files(plots: list[Plot], pngs: dict[str, bytes], directory: Path
     for plot in plots:
         if plot.figure is None:
             continue
-        written.append(write_atomically(directory / f"{plot.name}.png", pngs[plot.name]))
-        written.append(write_atomically(directory / f"{plot.name}.svg", render(plot.figure, "svg")))
+        written.append(write_file(directory / f"{plot.name}.png", pngs[plot.name]))
+        written.append(write_file(directory / f"{plot.name}.svg", render(plot.figure, "svg")))
     return written
 
 
@@ -183,6 +192,7 @@ def _identity_section(runs: list[RunData], labels: list[str], near_tie: float) -
 def _metrics_section(runs: list[RunData], labels: list[str]) -> str:
     rows = metric_rows(runs, labels)
     ratio_heads = [f"{label} / {labels[0]}" for label in labels[1:]]
+    noise = _noise_by_metric(runs)
     cells, classes = [], []
     for row in rows:
         cells.append(
@@ -190,19 +200,41 @@ def _metrics_section(runs: list[RunData], labels: list[str]) -> str:
         )
         verdicts = [ratio_verdict(row.better, r) for r in row.ratios]
         classes.append(["", *[""] * len(row.values), *verdicts])
-    body = html.table(["metric", *labels, *ratio_heads], cells, classes)
+        if noise:
+            cells[-1].append(_noise_cell(noise.get(row.key)))
+            classes[-1].append("")
+            if noise.get(row.key) is not None and noise[row.key].reading == "within noise":
+                classes[-1][-2] = ""  # a ratio within noise is neither better nor worse
+    heads = ["metric", *labels, *ratio_heads, *(["95% noise"] if noise else [])]
+    body = html.table(heads, cells, classes)
     explain = (
         "Gap statistics over decode steps after warm-up; ratios are each run over the first "
         f"({labels[0]}), green where the run is better, red where worse (±1 % is even)."
         if len(runs) > 1
         else "Gap statistics over decode steps after warm-up."
     )
+    if noise:
+        explain += f" {NOISE_NOTE}"
     if any(len(step_groups(run)) > 1 for run in runs):
         explain += (
             " A trace's ranks and streams pool their gaps here, each group after its own "
             "warm-up; 'Per rank and stream' below has each group's own."
         )
     return html.section("Summary", body + html.note(explain), "summary")
+
+
+def _noise_by_metric(runs: list[RunData]) -> dict[str, MetricRatio]:
+    """Two runs: each headline metric's ratio with its bootstrap noise interval."""
+    if len(runs) != 2:
+        return {}
+    return {row.metric.key: row for row in compare_metrics(runs[0], runs[1])}
+
+
+def _noise_cell(row: MetricRatio | None) -> str:
+    if row is None or row.noise is None:
+        return "—"
+    within = " within noise" if row.noise.within_noise else ""
+    return row.noise.describe() + (" *" if row.noise.proxy else "") + within
 
 
 def _plot_section(plot: Plot, png: bytes | None) -> str:

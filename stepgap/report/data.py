@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from reference_engine.probe import PHASES
-from stepgap.metrics import DEFAULT_WARMUP_STEPS, gap_sample, itl_samples_ms
+from stepgap.metrics import DECODE_KINDS, DEFAULT_WARMUP_STEPS, gap_sample, itl_samples_ms
 from stepgap.runs import RunData
 
 TIMELINE_STEPS = 12  # few enough that a 1 µs gap is not lost among step bars at page width
@@ -150,7 +150,7 @@ def timeline_window(steps: pd.DataFrame, warmup: int, length: int = TIMELINE_STE
     steps = steps.sort_values("device_start_us", kind="stable").reset_index(drop=True)
     if not len(steps):
         return pd.DataFrame(columns=columns)
-    is_decode = ((steps.kind == "decode") & ~steps.after_idle.astype(bool)).to_numpy()
+    is_decode = (steps.kind.isin(DECODE_KINDS) & ~steps.after_idle.astype(bool)).to_numpy()
     eligible = is_decode & (np.cumsum(is_decode) > warmup)
     if not eligible.any():
         eligible = is_decode if is_decode.any() else np.ones(len(steps), dtype=bool)

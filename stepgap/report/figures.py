@@ -7,6 +7,7 @@ global state, no display). Every axis carries its unit; every run keeps its `Run
 from __future__ import annotations
 
 import io
+from typing import Any, cast
 
 import matplotlib as mpl
 import numpy as np
@@ -22,7 +23,14 @@ WIDTH_IN = 11.0  # drawn at 100 dpi: the page column's width in CSS pixels
 PNG_DPI = 150  # 1.5x the displayed size keeps text sharp on high-density laptop screens
 GAP_LABELS_MAX = 24  # annotate each gap's µs in a timeline lane when it has at most this many
 LABEL_SPACING = 0.04  # of the time axis: closer gap labels would overlap; the later is left out
-RC = {
+
+
+def _style():
+    """The figures' matplotlib settings, for the figure being drawn."""
+    return mpl.rc_context(cast(Any, RC))
+
+
+RC: dict[str, Any] = {
     "font.size": 11,
     "axes.titlesize": 12.5,
     "axes.titleweight": "bold",
@@ -47,7 +55,7 @@ def _figure(height_in: float) -> Figure:
 def render(figure: Figure, fmt: str) -> bytes:
     """The figure as PNG or SVG bytes."""
     buffer = io.BytesIO()
-    with mpl.rc_context(RC):
+    with _style():
         figure.savefig(buffer, format=fmt, dpi=PNG_DPI if fmt == "png" else 100)
     return buffer.getvalue()
 
@@ -84,7 +92,7 @@ def timeline_figure(
     run (per step group of an analyzed trace), every lane starting at its window's first
     step, on one time axis. A step that ran beside the steps before it (overlap) is hatched
     over that stretch and has no gap."""
-    with mpl.rc_context(RC):
+    with _style():
         lanes = list(windows)
         figure = _figure(1.0 + 0.95 * len(lanes))
         axes = figure.add_subplot()
@@ -176,7 +184,7 @@ def _lane_label(window: pd.DataFrame, label: str) -> str:
     if not len(gaps):
         return label
     text = f"{label}\nmean gap {_fmt_us(float(gaps.mean()))} µs".replace(" ms µs", " ms")
-    overlap = window.overlap_before_us.iloc[1:] if "overlap_before_us" in window else []
+    overlap = window.get("overlap_before_us", pd.Series(dtype=float)).iloc[1:]
     if len(overlap) and (overlap > 0).any():
         total = _fmt_us(float(overlap.sum()))
         text += f"\noverlap: {int((overlap > 0).sum())} steps, {total} µs".replace(" ms µs", " ms")
@@ -190,7 +198,7 @@ def gap_distribution_figure(
     styles: dict[str, RunStyle],
 ) -> Figure:
     """Gap CDF (left) and histogram as share of gaps (right), per run, on shared axes."""
-    with mpl.rc_context(RC):
+    with _style():
         figure = _figure(4.0)
         cdf_axes, hist_axes = figure.subplots(1, 2)
         for label, cdf in cdfs.items():
@@ -219,7 +227,11 @@ def gap_distribution_figure(
         cdf_axes.legend(loc="lower right")
         hist_axes.set_ylabel("share of gaps (%)")
         hist_axes.set_title("Gap histogram")
-        dropped = histogram.groupby("run", sort=False).dropped.first() if len(histogram) else []
+        dropped = (
+            histogram.groupby("run", sort=False).dropped.first()
+            if len(histogram)
+            else pd.Series(dtype=int)
+        )
         notes = [f"{run}: {n:,} gaps ≤ 0 µs not shown" for run, n in dropped.items() if n]
         if notes:  # above the bars: headroom for the note
             hist_axes.set_ylim(0, hist_axes.get_ylim()[1] * (1.08 + 0.07 * len(notes)))
@@ -264,7 +276,7 @@ def _colour_run_ticks(axes, styles: dict[str, RunStyle]) -> None:
 def gap_attribution_figure(attribution: pd.DataFrame, styles: dict[str, RunStyle]) -> Figure:
     """Per run, the mean µs per gap spent in each host phase (left) and each phase's share
     of the gap (right: readable even where the overlap run's gaps are tiny)."""
-    with mpl.rc_context(RC):
+    with _style():
         figure = _figure(1.6 + 0.7 * len(attribution))
         absolute, relative = figure.subplots(1, 2, width_ratios=(3, 2))
         totals = _stacked_bars(absolute, attribution, with_labels=True)
@@ -294,7 +306,7 @@ def latency_figure(
     cdfs: dict[str, dict[str, pd.DataFrame]], log: dict[str, bool], styles: dict[str, RunStyle]
 ) -> Figure:
     """CDFs of TPOT, ITL and TTFT (ms) per run, one panel per metric."""
-    with mpl.rc_context(RC):
+    with _style():
         figure = _figure(3.8)
         panels = figure.subplots(1, len(LATENCY_METRICS))
         for axes, (metric, name) in zip(panels, LATENCY_METRICS.items(), strict=True):
@@ -333,7 +345,7 @@ def throughput_figure(
     series: dict[str, pd.DataFrame], bin_width_s: float, styles: dict[str, RunStyle]
 ) -> Figure:
     """Output tokens per second over time in bins of `bin_width_s`, per run."""
-    with mpl.rc_context(RC):
+    with _style():
         figure = _figure(3.6)
         axes = figure.add_subplot()
         span = max(float(s.end_s.max()) for s in series.values())

@@ -110,9 +110,12 @@ def idle_rows(runs: Runs) -> list[IdleRow]:
             shares.append(share)
         rows.append(IdleRow(figure.name, tuple(us), tuple(shares)))
     overlap = [_overlap_us(run) for _, run in runs]
-    shares = tuple(o / s if s > 0 else math.nan for o, s in zip(overlap, spans, strict=True))
+    pairs = zip(overlap, spans, strict=True)
+    overlap_shares = tuple(o / s if s > 0 else math.nan for o, s in pairs)
     rows.append(
-        IdleRow("steps overlapping the steps before them (not idle)", tuple(overlap), shares)
+        IdleRow(
+            "steps overlapping the steps before them (not idle)", tuple(overlap), overlap_shares
+        )
     )
     return rows
 
@@ -188,7 +191,8 @@ def group_rows(label: str, run: RunData) -> list[GroupRow]:
     group's own warm-up); idle figures from run.json's `groups` entry for the group, else
     summed from its rows (no total then: that needs the trace's device work)."""
     warmup = data.warmup_steps(run)
-    entries = run.meta.get("groups") if isinstance(run.meta.get("groups"), list) else []
+    groups = run.meta.get("groups")
+    entries: list[Any] = groups if isinstance(groups, list) else []
     out = []
     for group in data.step_groups(run):
         steps = group.steps
@@ -322,7 +326,8 @@ def causes_of(run: RunData) -> Causes | None:
         for r in causes.get("by_range") or []
         if isinstance(r, dict)
     ]
-    segments = causes.get("by_segment") if isinstance(causes.get("by_segment"), dict) else {}
+    found = causes.get("by_segment")
+    segments: dict[str, Any] = found if isinstance(found, dict) else {}
     by_segment = []
     for kind, us in segments.items():
         us = float(us) if isinstance(us, int | float) else math.nan

@@ -41,7 +41,7 @@ def _lanes(
 ) -> list[tuple[str, data.StepGroup, RunData]]:
     """Every run's step groups as lanes (label, group, run), at most `MAX_LANES_PER_RUN`
     per run (a note says how many were left out); `styles` gains a style per lane."""
-    lanes = []
+    lanes: list[tuple[str, data.StepGroup, RunData]] = []
     for label, run in runs:
         groups = data.step_groups(run)
         if len(groups) > MAX_LANES_PER_RUN:
@@ -68,7 +68,9 @@ GROUPS_NOTE = (
 
 def timeline_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
     name, title = "timeline", "Device timeline"
-    windows, notes, styles = {}, [], dict(styles)
+    windows: dict = {}
+    notes: list[str] = []
+    styles = dict(styles)
     lanes = _lanes(runs, styles, notes)
     for lane, group, run in lanes:
         window = data.timeline_window(group.steps, data.warmup_steps(run))
@@ -95,7 +97,9 @@ def timeline_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
 
 def gap_distribution_plot(runs: Runs, styles: dict[str, RunStyle]) -> Plot:
     name, title = "gap-distribution", "Gap distribution"
-    samples, notes, styles = {}, [], dict(styles)
+    samples: dict = {}
+    notes: list[str] = []
+    styles = dict(styles)
     lanes = _lanes(runs, styles, notes)
     for lane, group, run in lanes:
         gaps = data.group_gap_values(group.steps, data.warmup_steps(run))

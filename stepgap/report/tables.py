@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from stepgap.identity import NEAR_TIE_LOGIT_MARGIN, Identity, compare_tokens
+from stepgap.identity import NEAR_TIE_LOGIT_MARGIN, Identity, run_identity
 from stepgap.runs import RunData
 from stepgap.summary_view import HEADLINE, ratio, side_by_side
 
@@ -96,7 +96,7 @@ def identity_rows(
             note = f"no token ids recorded for {', '.join(missing)}; identity not checked"
             out.append(IdentityRow(base_label, label, None, note))
             continue
-        identity = compare_tokens(base.tokens, run.tokens, base.margins, run.margins, near_tie)
+        identity = run_identity(base, run, near_tie)
         out.append(IdentityRow(base_label, label, identity, identity.describe()))
     return out
 
@@ -115,6 +115,7 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         ("complete", "yes" if run.complete else f"NO ({run.meta.get('incomplete_reason')})"),
         ("workload", workload.get("label")),
         ("model", workload.get("model")),
+        ("tensor parallel", _tensor_parallel(config)),
         ("device", " / ".join(str(v) for v in (device.get("kind"), device.get("name")) if v)),
         ("driver", env.get("driver")),
         ("CUDA", env.get("cuda")),
@@ -129,6 +130,12 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         ("command", env.get("command")),
     ]
     return [(name, str(value)) for name, value in fields if value not in (None, "")]
+
+
+def _tensor_parallel(config: dict) -> str | None:
+    """A tensor-parallel engine run's size ("4 ranks"); None at TP 1."""
+    size = config.get("tensor_parallel")
+    return f"{size} ranks" if isinstance(size, int) and size > 1 else None
 
 
 def workload_label(run: RunData) -> str:

@@ -23,6 +23,8 @@ from reference_engine.parallel.watchdog import POLL_S
 from stepgap.identity import Verdict, compare_tokens
 from stepgap.mixes import expected_output, fresh, random_mix, with_stops, without_stops
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 CHUNKED = {"max_num_batched_tokens": 4 + 7}
 FAMILIES = {"glm-4.5-air-tiny": CHUNKED, "ernie-4.5-tiny": {}}  # both prefill policies
 SEEDS = range(3)
@@ -176,6 +178,24 @@ def test_a_killed_rank_ends_the_run_with_one_line_within_the_bound():
     assert_gone(pids)
 
 
+def test_a_rank_killed_after_the_last_collective_still_fails_the_run():
+    """The watchdog's diagnosis alone (no collective left to fail) ends the run too."""
+    engine = make_engine("ernie-4.5-tiny", 2)
+    pids = follower_pids(engine)
+    mix = without_stops(random_mix(4, 512, num_requests=2, max_tokens=3, spread_s=0))
+
+    def kill_after_the_last_step(record):
+        if all(r.finished for r in mix):
+            os.kill(pids[0], signal.SIGKILL)
+            time.sleep(3 * POLL_S)  # the watchdog sees it before the run ends
+
+    with pytest.raises(RankFailed, match="rank 1 was killed by SIGKILL") as failed:
+        engine.run(mix, "overlap", kill_after_the_last_step)
+    engine.close()
+    assert not failed.value.output.complete
+    assert_gone(pids)
+
+
 def test_a_hung_rank_ends_the_run_after_the_hang_bound(monkeypatch):
     stalled = functools.partial(leader.start_leader, stall={1: 4})
     monkeypatch.setattr(leader, "start_leader", stalled)
@@ -213,7 +233,13 @@ ORPHAN_SCRIPT = textwrap.dedent(
 def test_followers_die_with_a_killed_rank_zero(tmp_path):
     script = tmp_path / "rank0.py"
     script.write_text(ORPHAN_SCRIPT)
-    rank0 = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")]),
+    }
+    rank0 = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         pids = [int(pid) for pid in rank0.stdout.readline().split()]
     finally:

@@ -3,10 +3,8 @@ a CPU run and the trace a GPU profiler would have recorded of it (built here fro
 run's own clocks: each step's ops sit exactly at its timer marks, plus a known offset)."""
 
 import gzip
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,18 +13,8 @@ from typer.testing import CliRunner
 import stepgap
 from stepgap.cli import app
 
-ROOT = Path(__file__).resolve().parents[2]
 CLOCK_OFFSET_US = 7_000_000.0  # the profiler's clock is not the probe's
 LATE_START_US = 0.75  # each step's first op starts this long after its start mark
-
-
-def _script():
-    path = ROOT / "scripts" / "gpu_analyze_crosscheck.py"
-    spec = importlib.util.spec_from_file_location("gpu_analyze_crosscheck", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +80,10 @@ def profiled_copy(run_dir: Path, target: Path, window: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["sync", "overlap"])
-def test_truth_from_the_trace_agrees_with_the_run_step_by_step(both_run, tmp_path, mode):
-    script = _script()
+def test_truth_from_the_trace_agrees_with_the_run_step_by_step(
+    both_run, tmp_path, mode, repo_script
+):
+    script = repo_script("scripts/gpu_analyze_crosscheck.py")
     profiled_copy(both_run / mode, tmp_path / mode, (8, 30))
     result, pairs = script.check_mode(tmp_path / mode)
     difference = result["gap_difference_abs_us"]
@@ -109,7 +99,7 @@ def test_truth_from_the_trace_agrees_with_the_run_step_by_step(both_run, tmp_pat
     assert not script.report([result], median_limit_us=0.5, p90_limit_us=5.0)
 
 
-def test_a_run_without_a_trace_cannot_be_cross_checked(both_run):
-    script = _script()
+def test_a_run_without_a_trace_cannot_be_cross_checked(both_run, repo_script):
+    script = repo_script("scripts/gpu_analyze_crosscheck.py")
     with pytest.raises(script.CrosscheckError, match="no trace"):
         script.check_mode(both_run / "sync")

@@ -6,7 +6,6 @@ cudaEventSynchronize through its `wait` phase. A CPU profile holds no device act
 the device side is built here from the run's own clocks, mapped to the host clock as the
 run's own gap attribution maps them."""
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -22,6 +21,7 @@ from stepgap.metrics import host_clock_offset_us
 from .conftest import KinetoTrace
 
 ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = "scripts/gpu_analyze_attribution.py"
 CLOCK_OFFSET_US = 7_000_000.0  # the profiler's clock is not the probe's
 RANGE_COST_US = 0.4  # record_function's cost at each end of a range
 WAKE_US = 2.0  # from a step's end on the device to the host returning from its wait
@@ -34,15 +34,6 @@ def sync_run(tmp_path_factory):
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
-
-
-def script():
-    path = ROOT / "scripts" / "gpu_analyze_attribution.py"
-    spec = importlib.util.spec_from_file_location("gpu_analyze_attribution", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def gpu_like(run_dir: Path, target: Path) -> Path:
@@ -94,8 +85,10 @@ def graph(trace: KinetoTrace, at: float, begin: float, end: float) -> None:
         )
 
 
-def test_gaps_follow_the_wait_and_the_phases_after_it_as_the_run_says(sync_run, tmp_path):
-    module = script()
+def test_gaps_follow_the_wait_and_the_phases_after_it_as_the_run_says(
+    sync_run, tmp_path, repo_script
+):
+    module = repo_script(SCRIPT)
     result, pairs = module.compare(gpu_like(sync_run, tmp_path / "gpu"))
     assert module.judge(result, bound_us=5.0, bound_share=0.1, min_wait_share=0.9), result
     assert result["matched_gaps"] >= 20 and result["wait_share"] == 1.0
@@ -104,8 +97,8 @@ def test_gaps_follow_the_wait_and_the_phases_after_it_as_the_run_says(sync_run, 
     assert set(pairs.phase) >= {"wait", "postprocess", "output", "schedule", "prepare", "launch"}
 
 
-def test_a_disagreeing_phase_table_fails_the_check(sync_run, tmp_path):
-    module = script()
+def test_a_disagreeing_phase_table_fails_the_check(sync_run, tmp_path, repo_script):
+    module = repo_script(SCRIPT)
     result, _ = module.compare(gpu_like(sync_run, tmp_path / "gpu"))
     assert not module.judge(result, bound_us=-1.0, bound_share=0.0, min_wait_share=0.9)
     assert result["reasons"] and result["passed"] is False
@@ -116,7 +109,7 @@ def test_the_command_line_exits_by_the_verdict(sync_run, tmp_path):
 
     target = gpu_like(sync_run, tmp_path / "gpu")
     out = tmp_path / "attribution.json"
-    command = [sys.executable, str(ROOT / "scripts" / "gpu_analyze_attribution.py"), str(target)]
+    command = [sys.executable, str(ROOT / SCRIPT), str(target)]
     done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(out.read_text())["passed"] is True

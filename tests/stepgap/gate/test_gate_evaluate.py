@@ -214,7 +214,9 @@ def test_unknown_metric_names_the_valid_ones_and_the_line(tmp_path):
     assert "valid metrics: busy_total_us, device_span_us, duration," in message
     assert (
         "median_tpot_ms" in message
-        and "facts: tokens_identical, tokens_identical_to_baseline" in message
+        and "facts: predict.duration_error, " in message
+        and "predict.throughput_error" in message
+        and "tokens_identical, tokens_identical_to_baseline" in message
     )
     assert "token_digest" not in message  # not a number: no rule can compare it
 

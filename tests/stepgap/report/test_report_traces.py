@@ -27,8 +27,10 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "analyze"
 VLLM = DATA / "vllm_graph_sync.trace.json.gz"  # a blocking DtoH sync before each launch
 SGLANG = DATA / "sglang_overlap.trace.json.gz"  # overlapping steps on two streams
 ENGINE_SECTIONS = [  # an engine run's report: the sections it always had, in order
+    "headline",
     "identity",
     "summary",
+    "predicted",
     "timeline",
     "gap-distribution",
     "gap-attribution",
@@ -296,7 +298,7 @@ def test_engine_and_trace_runs_in_one_report(both_run, runs, tmp_path):
     info = build_report([*pair, trace], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
     anchors = re.findall(r'<section id="([^"]+)"', page)
-    assert anchors[:5] == ["identity", "summary", "device-idle", "groups", "gap-causes"]
+    assert anchors[:6] == ["headline", "identity", "summary", "device-idle", "groups", "gap-causes"]
     [idle] = tables(section(page, "device-idle"))
     engine = idle.set_index(idle.columns[0])[f"{pair[0].name} (µs)"]
     assert engine["idle inside steps"] == "—"  # an engine's step timers cannot see it
