@@ -33,6 +33,11 @@ MODEL_NOTE = (
     "freed slots seen a step late); each step costs a measured sync step of its shape."
 )
 
+BOUND_NOTE = (
+    "bound (no gaps): the same steps with every between-step gap removed (no host cost, "
+    "launch latency or floor): what no schedule can beat"
+)
+
 
 @handle_errors
 def predict(
@@ -132,12 +137,16 @@ def _print_prediction(prediction: Prediction) -> None:
             prediction.sync.get(key),
             prediction.predicted.get(key),
             prediction.ratio(key),
+            prediction.bound.get(key),
+            prediction.bound_ratio(key),
         ]
         for key in SHOWN_KEYS
     ]
     heads = ["metric", "sync (measured)", "overlap (predicted)", "predicted/sync"]
+    heads += ["bound (no gaps)", "bound/sync"]
     console.print(table(f"{prediction.run}: overlap predicted", heads, rows))
     console.print(plain(f"floor: {prediction.floor.describe()}"), style="dim")
+    console.print(plain(BOUND_NOTE), style="dim")
     costs = f"{prediction.exact_costs} steps costed by a sync step of their shape"
     console.print(plain(f"{costs}, {prediction.nearest_costs} by the nearest"), style="dim")
     console.print(plain(MODEL_NOTE), style="dim")
@@ -189,6 +198,7 @@ def _print_trace(prediction: TracePrediction) -> None:
             style="dim",
         )
     console.print(plain(f"floor: {prediction.floor.describe()}"), style="dim")
+    console.print(plain(BOUND_NOTE), style="dim")
     warn(f"a trace lacks {prediction.missing}", "note")
 
 

@@ -2,19 +2,21 @@
 
 `predict_overlap` loads the sync run's inputs, replays them under the sync schedule (a
 self-check: it must give back the measured sync figures; a large miss means the inputs
-are not what the replay assumes, and the output says so) and under the overlap schedule
-(the prediction).
+are not what the replay assumes, and the output says so), under the overlap schedule
+(the prediction), and with every between-step gap removed (the bound: host work and
+launch latency cost nothing and the device runs the measured steps back to back, no
+floor; no schedule can do better with these steps).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from stepgap.predict.floor import Floor, FloorSource
-from stepgap.predict.inputs import load_sync_inputs, run_label
-from stepgap.predict.model import DeviceModel, Schedule
+from stepgap.predict.inputs import SyncInputs, load_sync_inputs, run_label
+from stepgap.predict.model import DeviceModel, Schedule, StepCost
 from stepgap.predict.outcome import predicted_summary
 from stepgap.predict.schedule import simulate
 from stepgap.runs import RunData
@@ -49,6 +51,7 @@ class Prediction:
     sync: dict[str, Any]  # the sync run's measured summary
     predicted: dict[str, Any]  # the overlap replay's summary (stepgap.metrics keys)
     sync_replay: dict[str, Any]  # the sync replay's summary (the self-check)
+    bound: dict[str, Any]  # every between-step gap removed (gap_free_bound)
     exact_costs: int  # replayed steps costed by a sync step of the very same shape
     nearest_costs: int  # ... by the nearest shape
     notes: tuple[str, ...]
@@ -56,6 +59,10 @@ class Prediction:
     def ratio(self, key: str) -> float:
         """Predicted overlap / measured sync."""
         return _ratio(self.predicted.get(key), self.sync.get(key))
+
+    def bound_ratio(self, key: str) -> float:
+        """Gap-free bound / measured sync."""
+        return _ratio(self.bound.get(key), self.sync.get(key))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +74,7 @@ class Prediction:
             "predicted_overlap": {k: self.predicted.get(k) for k in SHOWN_KEYS},
             "predicted_over_sync": {k: self.ratio(k) for k in SHOWN_KEYS},
             "sync_replay": {k: self.sync_replay.get(k) for k in SHOWN_KEYS},
+            "gap_free_bound": {k: self.bound.get(k) for k in SHOWN_KEYS},
             "costs": {"exact_shape": self.exact_costs, "nearest_shape": self.nearest_costs},
             "notes": list(self.notes),
         }
@@ -93,10 +101,23 @@ def predict_overlap(
         sync,
         predicted,
         sync_replay,
+        gap_free_bound(inputs),
         simulation.exact_costs,
         simulation.nearest_costs,
         tuple(notes),
     )
+
+
+def gap_free_bound(inputs: SyncInputs) -> dict[str, Any]:
+    """The summary with every between-step gap removed: the sync run's steps replayed with
+    no host cost, no launch latency and no floor, the device running them back to back."""
+    steps = tuple(replace(step, cost=_device_only(step.cost)) for step in inputs.steps)
+    simulation = simulate(replace(inputs, steps=steps), Schedule.SYNC, DeviceModel(0.0))
+    return predicted_summary(simulation, inputs.warmup_steps)
+
+
+def _device_only(cost: StepCost) -> StepCost:
+    return StepCost(0.0, 0.0, 0.0, 0.0, cost.device_busy_us)
 
 
 def device_model(floor: Floor, device_kind: str) -> DeviceModel:

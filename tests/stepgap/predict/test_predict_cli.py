@@ -1,6 +1,7 @@
 """`stepgap predict` end to end on a tiny real CPU run, `--against`, the gate's facts, the
 report's section, and every bad input as one line with a non-zero exit."""
 
+import csv
 import json
 import shutil
 
@@ -59,6 +60,20 @@ def test_json_holds_the_prediction_and_its_errors(tiny_group):
     assert throughput["measured"] == pytest.approx(overlap["output_throughput"])
     ratio = throughput["predicted"] / throughput["measured"]
     assert throughput["relative_error"] == pytest.approx(ratio - 1)
+
+
+def test_the_gap_free_bound_is_the_steps_back_to_back(tiny_group):
+    """The bound runs the sync run's measured steps with no gap: no faster than their busy
+    time summed from steps.csv (plain csv), never slower than the overlap prediction."""
+    result = predict(tiny_group / "sync", "--floor-us", "120", "--json")
+    data = json.loads(result.output)
+    bound, predicted = data["gap_free_bound"], data["predicted_overlap"]
+    with open(tiny_group / "sync" / "steps.csv") as steps:
+        busy_s = sum(float(row["busy_us"]) for row in csv.DictReader(steps)) / 1e6
+    assert bound["gap_p50_us"] == 0 and bound["num_steps"] == data["sync"]["num_steps"]
+    assert busy_s <= bound["duration"] <= predicted["duration"]
+    assert bound["output_throughput"] >= predicted["output_throughput"]
+    assert "bound (no gaps)" in predict(tiny_group / "sync").output
 
 
 @pytest.fixture
