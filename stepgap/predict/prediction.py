@@ -20,6 +20,7 @@ from stepgap.predict.model import DeviceModel, Schedule, StepCost
 from stepgap.predict.outcome import predicted_summary
 from stepgap.predict.schedule import simulate
 from stepgap.runs import RunData
+from stepgap.summary_view import ratio as quotient  # quotient(b, a) = b / a, NaN if undefined
 
 SELF_CHECK_KEYS = ("output_throughput", "median_tpot_ms", "duration")
 SELF_CHECK_TOLERANCE = 0.02
@@ -58,11 +59,11 @@ class Prediction:
 
     def ratio(self, key: str) -> float:
         """Predicted overlap / measured sync."""
-        return _ratio(self.predicted.get(key), self.sync.get(key))
+        return quotient(self.predicted.get(key), self.sync.get(key))
 
     def bound_ratio(self, key: str) -> float:
         """Gap-free bound / measured sync."""
-        return _ratio(self.bound.get(key), self.sync.get(key))
+        return quotient(self.bound.get(key), self.sync.get(key))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,11 +129,11 @@ def device_model(floor: Floor, device_kind: str) -> DeviceModel:
 
 def ttft_note(sync: dict[str, Any], predicted: dict[str, Any]) -> str | None:
     """The warning when overlap is predicted to worsen TTFT p50."""
-    ratio = _ratio(predicted.get("median_ttft_ms"), sync.get("median_ttft_ms"))
-    if math.isnan(ratio) or ratio <= 1.0:
+    worse = quotient(predicted.get("median_ttft_ms"), sync.get("median_ttft_ms"))
+    if math.isnan(worse) or worse <= 1.0:
         return None
     return (
-        f"overlap is predicted to worsen TTFT p50 by {ratio - 1:.1%} "
+        f"overlap is predicted to worsen TTFT p50 by {worse - 1:.1%} "
         f"({sync['median_ttft_ms']:.3f} -> {predicted['median_ttft_ms']:.3f} ms): a new "
         "request's prefill waits one step behind the step in flight, and a finished "
         "request's slot is free a step later"
@@ -147,9 +148,9 @@ def _notes(sync, predicted, sync_replay, floor: Floor, device_kind: str) -> list
             "--floor-from OVERLAP_RUN (an overlap run on this machine)"
         )
     misses = [
-        f"{key} {_ratio(sync_replay.get(key), sync.get(key)) - 1:+.1%}"
+        f"{key} {quotient(sync_replay.get(key), sync.get(key)) - 1:+.1%}"
         for key in SELF_CHECK_KEYS
-        if abs(_ratio(sync_replay.get(key), sync.get(key)) - 1) > SELF_CHECK_TOLERANCE
+        if abs(quotient(sync_replay.get(key), sync.get(key)) - 1) > SELF_CHECK_TOLERANCE
     ]
     if misses:
         notes.append(
@@ -157,13 +158,3 @@ def _notes(sync, predicted, sync_replay, floor: Floor, device_kind: str) -> list
             f"figures ({', '.join(misses)}): the prediction inherits that error"
         )
     return notes
-
-
-def _ratio(a: Any, b: Any) -> float:
-    try:
-        a, b = float(a), float(b)
-    except (TypeError, ValueError):
-        return math.nan
-    if math.isnan(a) or math.isnan(b) or b == 0:
-        return math.nan
-    return a / b
