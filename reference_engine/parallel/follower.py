@@ -95,7 +95,7 @@ class Follower:
     @classmethod
     def start(cls, spec: FollowerSpec, progress: Any, pipes: Pipes) -> Follower:
         """Bring the device up, join the group, build this rank's shard and runner."""
-        from reference_engine.engine import make_runner
+        from reference_engine.engine_config import make_runner
 
         config = spec.engine_config
         device = rank_device(spec.device_kind, spec.rank)

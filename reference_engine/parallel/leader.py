@@ -28,7 +28,7 @@ DRAIN_TRIES = 8  # after a failure: device errors to swallow before the device i
 def start_leader(config: Any, device: Device, stall: dict[int, int] | None = None) -> ModelRunner:
     """Start the other ranks of `config` (an `EngineConfig`), then build rank 0's runner.
     `stall` (testing only): rank -> the step at which that follower stops launching."""
-    from reference_engine.engine import make_runner
+    from reference_engine.engine_config import make_runner
 
     timeouts = Timeouts(hang_s=config.tp_timeout_s)
     team = Team.start(config, device, timeouts, stall or {})
