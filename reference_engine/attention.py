@@ -40,20 +40,26 @@ class Attention(nn.Module):
         return q, k, v.view(-1, self.num_kv_heads, self.head_dim)
 
     def decode(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, rows: torch.Tensor
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        rows: torch.Tensor,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One new token per slot. x: (S, H); positions, rows: (S,); row i is slot i.
 
         Slot s attends to cache positions [0, positions[s]] of its own row; idle slots (at
         the scratch position max_len - 1) attend to position 0 only, and their rows are
         discarded. Shapes are static and each slot's result depends on its own row only
-        (batch invariance), in both backends.
+        (batch invariance), in both backends. `lengths`: `valid_lengths(positions, cache)`,
+        which the model computes once for all layers.
         """
         q, k, v = self._project(x, positions)
         cache.write(self.layer, rows, k, v)
         keys, values = cache.layer(self.layer)  # (S, L, Hkv, D)
-        idle = positions == cache.max_len - 1
-        lengths = torch.where(idle, 1, positions + 1)  # (S,) valid positions per slot
+        if lengths is None:
+            lengths = valid_lengths(positions, cache)
         scale = self.head_dim**-0.5
         out = decode_attention(q, keys, values, lengths, scale, self.backend)  # (S, Hq, D)
         return self.o(out.reshape(x.shape[0], -1))
@@ -66,19 +72,20 @@ class Attention(nn.Module):
         rows: torch.Tensor,
         slot: int,
         start: int,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One prompt chunk of one request: positions [start, start + T) of `slot`, attending
         to the whole prompt so far. x: (T, H); rows: (T,). A chunk from position 0 attends
-        to itself alone, causally, exactly as an unchunked prompt does."""
+        to itself alone, causally, exactly as an unchunked prompt does. `mask`:
+        `chunk_mask(positions, start)`, which the model computes once for all layers."""
         q, k, v = self._project(x, positions)
         cache.write(self.layer, rows, k, v)
         group = self.num_heads // self.num_kv_heads
-        mask = None
         if start:  # earlier chunks' keys and values come from the cache
             keys, values = cache.layer(self.layer)
             k, v = keys[slot, : start + x.shape[0]], values[slot, : start + x.shape[0]]
-            key_positions = torch.arange(start + x.shape[0], device=x.device)
-            mask = key_positions[None, :] <= positions[:, None]  # (T, start + T)
+            if mask is None:
+                mask = chunk_mask(positions, start)
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
         out = F.scaled_dot_product_attention(
@@ -89,3 +96,19 @@ class Attention(nn.Module):
             is_causal=mask is None,
         )  # (Hq, T, D)
         return self.o(out.transpose(0, 1).reshape(x.shape[0], -1))
+
+
+def valid_lengths(positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """(S,) cache positions each slot attends to in a decode step: [0, position]; an idle
+    slot (at the scratch position max_len - 1) attends to position 0 only."""
+    idle = positions == cache.max_len - 1
+    return torch.where(idle, 1, positions + 1)
+
+
+def chunk_mask(positions: torch.Tensor, start: int) -> torch.Tensor | None:
+    """(T, start + T) causal mask of a prompt chunk over the prompt so far; None for a
+    chunk from position 0 (attention is then plain causal)."""
+    if not start:
+        return None
+    key_positions = torch.arange(start + positions.shape[0], device=positions.device)
+    return key_positions[None, :] <= positions[:, None]

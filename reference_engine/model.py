@@ -7,7 +7,7 @@ import functools
 import torch
 from torch import nn
 
-from reference_engine.attention import Attention
+from reference_engine.attention import Attention, chunk_mask, valid_lengths
 from reference_engine.config import ModelConfig
 from reference_engine.kernels import KernelBackend
 from reference_engine.kv_cache import KVCache
@@ -111,21 +111,26 @@ class MoEDecoder(nn.Module):
         """One token per slot. tokens, positions: (S,) with row i = slot i -> logits (S, V)."""
         slots = torch.arange(tokens.shape[0], device=tokens.device)
         rows = slots * cache.max_len + positions  # (S,)
+        attend = functools.partial(Attention.decode, lengths=valid_lengths(positions, cache))
         x = self.embed(tokens)  # (S, H)
         for layer in self.layers:
-            x = layer(x, positions, cache, rows, Attention.decode)
+            x = layer(x, positions, cache, rows, attend)
         return self.logits(x)
 
-    def prefill(self, tokens: torch.Tensor, slot: int, start: int, cache: KVCache) -> torch.Tensor:
+    def prefill(
+        self, tokens: torch.Tensor, slot: int, start: int, cache: KVCache, logits: bool = True
+    ) -> torch.Tensor | None:
         """A prompt chunk (T,) into `slot` from position `start` -> logits of its last
-        position (1, V)."""
+        position (1, V); with `logits` off (a chunk before the prompt's last) only the
+        cache is filled, and the LM head is not run."""
         positions = torch.arange(start, start + tokens.shape[0], device=tokens.device)
         rows = slot * cache.max_len + positions  # (T,)
-        attend = functools.partial(_attend_chunk, slot=slot, start=start)
+        mask = chunk_mask(positions, start)
+        attend = functools.partial(Attention.prefill, slot=slot, start=start, mask=mask)
         x = self.embed(tokens)  # (T, H)
         for layer in self.layers:
             x = layer(x, positions, cache, rows, attend)
-        return self.logits(x[-1:])
+        return self.logits(x[-1:]) if logits else None
 
 
 def init_parameter(
@@ -147,7 +152,3 @@ def _bias_std(config: ModelConfig) -> float:
     took all 64 tokens of a step); against GLM's sigmoid scores (spread ~0.3) it still
     halved the experts hit at 64 tokens."""
     return 0.01 if config.router == "sigmoid" else 0.1 / config.num_experts
-
-
-def _attend_chunk(attention: Attention, x, positions, cache, rows, slot: int, start: int):
-    return attention.prefill(x, positions, cache, rows, slot, start)

@@ -270,8 +270,9 @@ class ModelRunner:
 
     def _prefill_chunk(self, segment: Segment) -> None:
         ids = self.dev.prompt_ids[segment.offset : segment.offset + segment.length]  # (T,)
-        logits = self.model.prefill(ids, segment.slot, segment.start, self.cache)  # (1, V)
-        if not segment.last:
+        # a chunk before the prompt's last only fills the cache: no LM head (on every rank)
+        logits = self.model.prefill(ids, segment.slot, segment.start, self.cache, segment.last)
+        if logits is None:  # (1, V) for the last chunk
             return
         rows = slice(segment.slot, segment.slot + 1)
         position = torch.full((1,), segment.start + segment.length, device=logits.device)

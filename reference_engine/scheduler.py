@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class ScheduledStep:
     decodes: tuple[Request, ...] = ()
     chunks: tuple[PrefillChunk, ...] = ()
 
-    @property
+    @functools.cached_property  # read by the scheduler and the runner every step
     def requests(self) -> tuple[Request, ...]:
         """The requests this step delivers a token to: decode rows, then last chunks."""
         return self.decodes + tuple(c.request for c in self.chunks if c.last)

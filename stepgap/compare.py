@@ -10,10 +10,8 @@ from typing import Any
 from stepgap.identity import NEAR_TIE_LOGIT_MARGIN, Identity, run_identity
 from stepgap.premise import premise_differences
 from stepgap.rank_view import RankRow, rank_rows, rows_dict
-from stepgap.runs import RunData, RunError, load_runs
+from stepgap.runs import MODE_ORDER, RunData, RunError, load_runs, mode_order
 from stepgap.summary_view import MetricRatio, compare_metrics
-
-MODE_ORDER = ("sync", "overlap")
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def _by_mode(path: Path) -> dict[str, RunData]:
 
 
 def _ordered(runs: dict[str, RunData]) -> list[str]:
-    return [m for m in MODE_ORDER if m in runs] + sorted(m for m in runs if m not in MODE_ORDER)
+    return sorted(runs, key=mode_order)
 
 
 def compare_runs(

@@ -74,22 +74,26 @@ def host_summary() -> str:
     )
 
 
-def collect(device: dict[str, Any]) -> dict[str, Any]:
-    """Environment of this process; `device` is `Device.describe()` of the engine's device."""
-    import torch  # only runs of the engine collect this; the other commands never load torch
-
-    env: dict[str, Any] = {
+def host_environment(device: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Where this process runs, torch-free: the device it measured (`extra` adds keys)."""
+    return {
         "device": device,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "host": platform.node(),
+        **extra,
         "cpu_count": os.cpu_count(),
         "stepgap": _version("stepgap"),
         "git_revision": _git_revision(),
         "command": " ".join(["stepgap", *sys.argv[1:]]) if sys.argv else None,
     }
+
+
+def collect(device: dict[str, Any]) -> dict[str, Any]:
+    """Environment of this process; `device` is `Device.describe()` of the engine's device."""
+    import torch  # only runs of the engine collect this; the other commands never load torch
+
+    env = host_environment(device, torch=torch.__version__, cuda=torch.version.cuda)
     if device.get("kind") == "cuda":
         env["driver"] = _driver_version()
     return env

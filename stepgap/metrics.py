@@ -20,6 +20,15 @@ from stepgap.goodput import GoodputSLO
 if TYPE_CHECKING:
     from reference_engine.engine import RunOutput
 
+# a step's device interval and the gap before it, as every rank's table has them
+DEVICE_TIMING_COLUMNS = [
+    "device_start_us",
+    "device_end_us",
+    "busy_us",
+    "gap_before_us",
+    "after_idle",
+    "excluded",
+]
 STEP_COLUMNS = [
     "step",
     "kind",
@@ -28,12 +37,7 @@ STEP_COLUMNS = [
     "decode_rows",
     "prefill_tokens",
     "chunks",
-    "device_start_us",
-    "device_end_us",
-    "busy_us",
-    "gap_before_us",
-    "after_idle",
-    "excluded",
+    *DEVICE_TIMING_COLUMNS,
     *[f"host_{p}_us" for p in PHASES],
     *[f"gap_{p}_us" for p in (*PHASES, "other")],
 ]

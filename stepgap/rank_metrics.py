@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepgap.metrics import gap_sample, gap_summary
+from stepgap.metrics import DEVICE_TIMING_COLUMNS, gap_sample, gap_summary
 
 SLOWEST = "slowest"
 RANK_KEYS = (
@@ -42,12 +42,7 @@ RANK_STEP_COLUMNS = [
     "kind",
     "batch_size",
     "num_tokens",
-    "device_start_us",
-    "device_end_us",
-    "busy_us",
-    "gap_before_us",
-    "after_idle",
-    "excluded",
+    *DEVICE_TIMING_COLUMNS,
     *[f"host_{phase}_us" for phase in FOLLOWER_PHASES],
 ]
 _VIEW = re.compile(r"^(rank(?P<rank>\d+)|slowest)\.(?P<metric>.+)$")

@@ -54,9 +54,7 @@ class RankRow:
 
 def rank_views(runs: list[RunData]) -> list[int | str]:
     """Every rank any of the runs has figures of (then "slowest"), in order."""
-    found = {view for run in runs for view in views(run.summary)}
-    ranks = sorted(v for v in found if isinstance(v, int))
-    return [*ranks, *([SLOWEST] if SLOWEST in found else [])]
+    return views({key for run in runs for key in run.summary})
 
 
 def rank_rows(runs: list[RunData]) -> list[RankRow]:

@@ -51,8 +51,9 @@ class RatioInterval:
     def within_noise(self) -> bool:
         return self.low <= 1.0 <= self.high
 
-    def describe(self) -> str:
-        return f"[{self.low:.3f}, {self.high:.3f}]"
+    def describe(self, mark_proxy: bool = False) -> str:
+        """'[low, high]'; with `mark_proxy`, a ' *' after an interval of proxy samples."""
+        return f"[{self.low:.3f}, {self.high:.3f}]" + (" *" if mark_proxy and self.proxy else "")
 
     def to_dict(self) -> dict[str, float | bool]:
         return {

@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from stepgap import metric_registry as registry
 from stepgap.errors import RunError
-from stepgap.metric_registry import BY_KEY, canonical
 
 READABLE_SCHEMAS = (1, 2)
 OBJECT_FIELDS = ("summary", "workload", "environment", "config", "host_waits")
@@ -52,8 +52,7 @@ def check_meta(meta: Any, where: Path) -> dict[str, Any]:
 
 def _check_summary(summary: dict[str, Any], where: Path) -> None:
     for key, value in summary.items():
-        metric = BY_KEY.get(canonical(key))
-        if metric is None or key == "token_digest":
+        if registry.metric(key) is None or key == "token_digest":
             continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if value is not None and not number:
@@ -95,8 +94,11 @@ def check_counts(meta: dict[str, Any], steps: int, requests: int, path: Path) ->
     if meta.get("source") != ENGINE_SOURCE:
         return
     summary = meta["summary"]
-    for name, rows, key in (("steps.csv", steps, "num_steps"), ("requests.csv", requests, None)):
-        expected = summary.get(key) if key else summary.get("num_requests")
+    for name, rows, key in (
+        ("steps.csv", steps, "num_steps"),
+        ("requests.csv", requests, "num_requests"),
+    ):
+        expected = summary.get(key)
         if isinstance(expected, int) and expected != rows:
             raise RunError(
                 f"{path / name} has {rows} rows, run.json counts {expected}: "

@@ -23,13 +23,20 @@ import pandas as pd
 from stepgap import run_validation as check
 from stepgap.atomic import write_directory
 from stepgap.errors import RunError
+from stepgap.interrupts import deferred_interrupts
 from stepgap.output_paths import RUN_FILE, is_run_directory
 from stepgap.summary import Summary, upgrade
 
+MODE_ORDER = ("sync", "overlap")  # reading order: the baseline first
 SCHEMA_VERSION = 2  # 2: summary keys of stepgap.metric_registry (vLLM's names)
 TRACE_FILE = "trace.json.gz"
 TOKENS_FILE = "tokens.jsonl"
 __all__ = ["RUN_FILE", "SCHEMA_VERSION", "RunData", "RunError", "load_run", "load_runs"]
+
+
+def mode_order(mode: str) -> tuple[int, str]:
+    """Sort key of a mode: sync (the baseline), overlap, then any other alphabetically."""
+    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
 
 
 @dataclass
@@ -137,9 +144,11 @@ def save_group(runs: list[RunData], path: Path, force: bool = False) -> Path:
 
 def _save(path: Path, fill: Any, force: bool) -> Path:
     """`force` replaces an existing stepgap run at `path`, once the new one is complete;
-    anything else already there stays, and the run goes to a free name beside it."""
+    anything else already there stays, and the run goes to a free name beside it. Ctrl-C
+    waits until the directory is complete: a finished measurement is never thrown away."""
     path = Path(path)
-    return write_directory(path, fill, replace=force and is_run_directory(path))
+    with deferred_interrupts():
+        return write_directory(path, fill, replace=force and is_run_directory(path))
 
 
 def _read_csv(path: Path, numbers: tuple[str, ...]) -> pd.DataFrame:

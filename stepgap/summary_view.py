@@ -12,8 +12,6 @@ from stepgap.metric_registry import Direction, Metric, headline
 from stepgap.ratio_noise import RatioInterval, ratio_interval
 from stepgap.runs import RunData
 
-# (key, label, better) of the headline metrics; better is "lower", "higher" or None.
-HEADLINE = [(m.key, m.label, m.direction.better) for m in headline()]
 CHANGE_THRESHOLD = 0.01  # ratios within 1 % of 1 read as unchanged
 
 
@@ -28,18 +26,13 @@ def ratio(b: Any, a: Any) -> float:
     return b / a
 
 
-def side_by_side(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of (metric, value per run..., last/first ratio) for the headline metrics."""
-    names = list(summaries)
-    rows = []
-    for key, label, _ in HEADLINE:
-        row: dict[str, Any] = {"metric": key, "label": label}
-        for name in names:
-            row[name] = summaries[name].get(key, math.nan)
-        if len(names) >= 2:
-            row["ratio"] = ratio(row[names[-1]], row[names[0]])
-        rows.append(row)
-    return rows
+def ratio_verdict(better: str | None, value: float) -> str:
+    """'better', 'worse' or '' (no direction, or within 1 % of even) for a ratio B/A read
+    by the metric's direction (`Direction.better`)."""
+    if better is None or math.isnan(value) or abs(value - 1.0) < CHANGE_THRESHOLD:
+        return ""
+    improved = value < 1.0 if better == "lower" else value > 1.0
+    return "better" if improved else "worse"
 
 
 @dataclass(frozen=True)
@@ -59,10 +52,7 @@ class MetricRatio:
             return ""
         if self.noise is not None and self.noise.within_noise:
             return "within noise"
-        if abs(self.ratio - 1.0) < CHANGE_THRESHOLD:
-            return ""
-        lower = self.ratio < 1.0
-        return "better" if lower == (self.metric.direction is Direction.LOWER) else "worse"
+        return ratio_verdict(self.metric.direction.better, self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
-import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -49,17 +46,8 @@ def to_run_data(analysis: TraceAnalysis, name: str, mode: str = "unknown") -> Ru
 
 def _environment(analysis: TraceAnalysis) -> dict[str, Any]:
     """Where the analysis ran (not where the trace was recorded: the trace says little of
-    that) — without importing torch, which `environment.collect` reports on."""
-    return {
-        "device": {"kind": "cuda", "name": _device_name(analysis)},
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "stepgap": environment._version("stepgap"),
-        "git_revision": environment._git_revision(),
-        "command": " ".join(["stepgap", *sys.argv[1:]]) if sys.argv else None,
-    }
+    that)."""
+    return environment.host_environment({"kind": "cuda", "name": _device_name(analysis)})
 
 
 def _device_name(analysis: TraceAnalysis) -> str:

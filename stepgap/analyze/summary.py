@@ -59,6 +59,7 @@ def summarize_table(
         [g.assign(gap_before_us=_after_warmup(g.gap_before_us, warmup_steps)) for g in groups]
     )
     spans = [_span_us(g) for g in groups]
+    longest = max((len(group) for group in groups), default=0)  # steps of the longest group
     empty = pd.DataFrame(columns=REQUEST_COLUMNS)
     summary = summarize(sample[STEP_COLUMNS[:-1]], empty, {}, {}, sum(spans) / 1e6, 0)
     summary.update(idle_summary(table, idle or []))
@@ -69,8 +70,8 @@ def summarize_table(
             "overlap_total_us": float(table.overlap_before_us.sum()),
             "overlapping_steps": int((table.overlap_before_us > 0).sum()),
             "warmup_steps": warmup_steps,
-            "num_steps": int(table.groupby(keys).size().max()) if len(table) else 0,
-            "num_decode_steps": int(table.groupby(keys).size().max()) if len(table) else 0,
+            "num_steps": longest,
+            "num_decode_steps": longest,
             "num_groups": len(groups),
         }
     )

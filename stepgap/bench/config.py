@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from reference_engine.config import ConfigError
+from reference_engine.request import MAX_LOGPROBS
 from stepgap.bench.apis import ServerApi
 
-MAX_LOGPROBS = 20
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -13,9 +13,6 @@ logprobs (else NaN: no near-tie classification), and the client's arrival times.
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -127,17 +124,8 @@ def _meta(outcome: BenchOutcome, config: BenchConfig, workload: Workload, summar
 
 def client_environment() -> dict[str, Any]:
     """Where the client ran (the server's machine is the server's business), torch-free."""
-    return {
-        "device": {"kind": "endpoint", "name": "endpoint (HTTP)"},
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "host": platform.node(),
-        "cpu": environment.cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "stepgap": environment._version("stepgap"),
-        "git_revision": environment._git_revision(),
-        "command": " ".join(["stepgap", *sys.argv[1:]]) if sys.argv else None,
-    }
+    device = {"kind": "endpoint", "name": "endpoint (HTTP)"}
+    return environment.host_environment(device, cpu=environment.cpu_model())
 
 
 def _dtype(column: str) -> str:

@@ -19,8 +19,7 @@ import numpy as np
 
 from stepgap.bench.config import BenchConfig
 from stepgap.bench.records import RequestResult
-
-PERCENTILES = (90, 99)
+from stepgap.metrics import bench_stats
 
 
 def serving_metrics(
@@ -44,7 +43,7 @@ def serving_metrics(
         "max_output_tokens_per_s": peak_tokens_per_s(ok),
     }
     for name, values in latency_samples(ok, config).items():
-        figures |= _describe(name, values)
+        figures |= bench_stats(np.asarray(values) * 1e3, f"{name}_ms")
     return figures
 
 
@@ -64,19 +63,6 @@ def latency_samples(ok: Sequence[RequestResult], config: BenchConfig) -> dict[st
     if config.max_concurrency is not None:
         samples["client_queue_time"] = [r.sent_s - r.request.arrival_s for r in ok]
     return samples
-
-
-def _describe(name: str, seconds: list[float]) -> dict[str, float]:
-    if not seconds:
-        keys = ["mean", "median", "std", *(f"p{p}" for p in PERCENTILES)]
-        return {f"{key}_{name}_ms": math.nan for key in keys}
-    ms = np.asarray(seconds) * 1e3
-    out = {
-        f"mean_{name}_ms": float(ms.mean()),
-        f"median_{name}_ms": float(np.median(ms)),
-        f"std_{name}_ms": float(ms.std()),
-    }
-    return out | {f"p{p}_{name}_ms": float(np.percentile(ms, p)) for p in PERCENTILES}
 
 
 def peak_concurrency(ok: Sequence[RequestResult]) -> int:

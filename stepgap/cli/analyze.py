@@ -101,7 +101,6 @@ def analyze(
     id from any thread; gaps, overlaps, three idle figures and what the host did in each gap;
     saved as a run directory that compare, report and gate read."""
     from stepgap.analyze import StepOptions, TraceError, to_run_data
-    from stepgap.interrupts import deferred_interrupts
     from stepgap.output_paths import check_run_target, default_run_dir
     from stepgap.runs import save_run
 
@@ -119,8 +118,7 @@ def analyze(
     except TraceError as error:
         raise UsageError(str(error)) from None
     if save:
-        with deferred_interrupts():
-            target = save_run(to_run_data(result, run_name, mode), target, force)
+        target = save_run(to_run_data(result, run_name, mode), target, force)
     if json_output:
         print_json({"out": str(target) if save else None, "mode": mode, **result.to_dict()})
         return

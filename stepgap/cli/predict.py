@@ -174,6 +174,8 @@ def _predict_trace(run: RunData, floor: Floor, json_output: bool) -> None:
 
 
 def _print_trace(prediction: TracePrediction) -> None:
+    from stepgap.predict.trace import MISSING
+
     heads = ["group", "steps", "span", "gaps", "bound span", "bound speed-up"]
     heads += ["replay span", "replay speed-up", "replay gap p50"]
     rows = [
@@ -199,7 +201,7 @@ def _print_trace(prediction: TracePrediction) -> None:
         )
     console.print(plain(f"floor: {prediction.floor.describe()}"), style="dim")
     console.print(plain(BOUND_NOTE), style="dim")
-    warn(f"a trace lacks {prediction.missing}", "note")
+    warn(f"a trace lacks {MISSING}", "note")
 
 
 def _pct(value: float) -> str:

@@ -25,7 +25,7 @@ def _missing(value: Any) -> bool:
 def _noise_cell(row: MetricRatio) -> str:
     if row.noise is None:
         return "—"
-    return row.noise.describe() + (" *" if row.noise.proxy else "")
+    return row.noise.describe(mark_proxy=True)
 
 
 def ratio_table(

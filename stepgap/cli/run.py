@@ -220,13 +220,11 @@ def _run_with_progress(config: RunConfig, quiet: bool) -> list[RunData]:
 def _save(runs: list[RunData], target: Path, force: bool, grouped: bool) -> Path:
     """One mode: a run directory; several: a group directory, even if interrupted early.
     Ctrl-C waits until the directory is complete."""
-    from stepgap.interrupts import deferred_interrupts
     from stepgap.runs import save_group, save_run
 
-    with deferred_interrupts():
-        if grouped:
-            return save_group(runs, target, force)
-        return save_run(runs[0], target, force)
+    if grouped:
+        return save_group(runs, target, force)
+    return save_run(runs[0], target, force)
 
 
 def _report(runs: list[RunData], json_output: bool) -> None:

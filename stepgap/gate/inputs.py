@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stepgap.runs import RunData, load_runs
-from stepgap.verify.checks import MODES  # the engine's modes, without importing the engine
+from stepgap.runs import RunData, load_runs, mode_order
 
 
 class GateInputError(ValueError):
@@ -84,8 +83,7 @@ def metric_value(run: RunData, metric: str) -> float:
 
 
 def _ordered(runs: dict[str, RunData]) -> list[str]:
-    known = [m for m in MODES if m in runs]
-    return known + sorted(m for m in runs if m not in MODES)
+    return sorted(runs, key=mode_order)
 
 
 def _by_mode(runs: list[RunData], path: Path) -> dict[str, RunData]:

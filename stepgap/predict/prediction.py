@@ -88,9 +88,9 @@ def predict_overlap(
     `host_blocks_device`: whether host work freezes the device (default: on the CPU
     device only; stepgap.predict.model)."""
     inputs = load_sync_inputs(run)
-    device = device_model(floor, inputs.device_kind)
-    if host_blocks_device is not None:
-        device = DeviceModel(floor.value_us, host_blocks_device)
+    if host_blocks_device is None:  # the CPU device: one interpreter lock for host and device
+        host_blocks_device = inputs.device_kind == "cpu"
+    device = DeviceModel(floor.value_us, host_blocks_device)
     sync_replay = predicted_summary(simulate(inputs, Schedule.SYNC, device), inputs.warmup_steps)
     simulation = simulate(inputs, Schedule.OVERLAP, device)
     predicted = predicted_summary(simulation, inputs.warmup_steps)
@@ -119,12 +119,6 @@ def gap_free_bound(inputs: SyncInputs) -> dict[str, Any]:
 
 def _device_only(cost: StepCost) -> StepCost:
     return StepCost(0.0, 0.0, 0.0, 0.0, cost.device_busy_us)
-
-
-def device_model(floor: Floor, device_kind: str) -> DeviceModel:
-    """The device side of the model: the floor, and on the CPU device host work freezing
-    the device (stepgap.predict.model)."""
-    return DeviceModel(floor.value_us, host_blocks_device=device_kind == "cpu")
 
 
 def ttft_note(sync: dict[str, Any], predicted: dict[str, Any]) -> str | None:

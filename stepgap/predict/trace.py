@@ -75,10 +75,6 @@ class TracePrediction:
     floor: Floor
     groups: tuple[GroupPrediction, ...]
 
-    @property
-    def missing(self) -> str:
-        return MISSING
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "run": self.run,

@@ -16,6 +16,7 @@ from stepgap.predict.errors import PredictError, with_article
 from stepgap.predict.inputs import run_label
 from stepgap.predict.prediction import Prediction
 from stepgap.runs import RunData
+from stepgap.summary_view import ratio
 
 VALIDATED_KEYS = (
     "output_throughput",
@@ -45,9 +46,7 @@ class MetricError:
     @property
     def relative_error(self) -> float:
         """predicted / measured - 1; NaN when either is missing or measured is 0."""
-        if any(math.isnan(v) for v in (self.predicted, self.measured)) or self.measured == 0:
-            return math.nan
-        return self.predicted / self.measured - 1.0
+        return ratio(self.predicted, self.measured) - 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,7 @@ from typing import Any
 
 from stepgap.atomic import write_file
 from stepgap.identity import NEAR_TIE_LOGIT_MARGIN
-from stepgap.ratio_noise import NOISE_NOTE
+from stepgap.ratio_noise import NOISE_NOTE, RatioInterval
 from stepgap.report import html, idle_sections
 from stepgap.report.data import step_groups
 from stepgap.report.figures import PNG_DPI, render
@@ -24,10 +24,10 @@ from stepgap.report.predict_section import predict_section
 from stepgap.report.rank_section import rank_section
 from stepgap.report.style import RunStyle, run_styles
 from stepgap.report.tables import (
+    IdentityRow,
     environment_rows,
     identity_rows,
     metric_rows,
-    ratio_verdict,
     run_labels,
     run_warnings,
     workload_label,
@@ -35,7 +35,7 @@ from stepgap.report.tables import (
 from stepgap.report.verification import VerdictView
 from stepgap.report.verify_section import verification_section
 from stepgap.runs import RunData, RunError
-from stepgap.summary_view import MetricRatio, compare_metrics
+from stepgap.summary_view import MetricRatio, compare_metrics, ratio_verdict
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,18 @@ def build_report(
     labelled = list(zip(labels, runs, strict=True))
     plots = [build(labelled, styles) for build in PLOTS]
     warnings = run_warnings(runs, labels)
+    noise = _noise_by_metric(runs)  # two runs: the ratios and their intervals, computed once
+    identities = identity_rows(runs, labels, near_tie) if len(runs) > 1 else []
     skipped = [f"{plot.title}: {note}" for plot in plots for note in plot.notes]
     pngs = {plot.name: render(plot.figure, "png") for plot in plots if plot.figure is not None}
     body = "".join(
         [
             html.run_list(_legend(labelled, styles)),
-            headline_section(labelled),
+            headline_section(labelled, noise, identities),
             html.warnings_box(warnings + skipped),
-            _identity_section(runs, labels, near_tie),
+            _identity_section(identities, near_tie),
             verification_section(verdicts) if verdicts else "",
-            _metrics_section(runs, labels),
+            _metrics_section(runs, labels, noise),
             idle_sections.sections(labelled),
             rank_section(labelled),
             predict_section(labelled),
@@ -166,13 +168,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _identity_section(runs: list[RunData], labels: list[str], near_tie: float) -> str:
-    if len(runs) < 2:
+def _identity_section(identities: list[IdentityRow], near_tie: float) -> str:
+    if not identities:
         return html.section(
             "Token identity", html.note("One run: nothing to compare tokens with."), "identity"
         )
     parts = []
-    for row in identity_rows(runs, labels, near_tie):
+    for row in identities:
         pair = f"{row.other} vs {row.baseline}: "
         if row.identity is None:
             parts.append(html.verdict(pair + row.note, "unknown"))
@@ -189,22 +191,21 @@ def _identity_section(runs: list[RunData], labels: list[str], near_tie: float) -
     return html.section("Token identity", "".join(parts) + html.note(explain), "identity")
 
 
-def _metrics_section(runs: list[RunData], labels: list[str]) -> str:
+def _metrics_section(runs: list[RunData], labels: list[str], noise: dict[str, MetricRatio]) -> str:
     rows = metric_rows(runs, labels)
     ratio_heads = [f"{label} / {labels[0]}" for label in labels[1:]]
-    noise = _noise_by_metric(runs)
     cells, classes = [], []
     for row in rows:
         cells.append(
             [row.label, *map(format_value, row.values), *(format_value(r) for r in row.ratios)]
         )
-        verdicts = [ratio_verdict(row.better, r) for r in row.ratios]
+        interval = noise[row.key].noise if row.key in noise else None
+        within = interval is not None and interval.within_noise  # neither better nor worse
+        verdicts = ["" if within else ratio_verdict(row.better, r) for r in row.ratios]
         classes.append(["", *[""] * len(row.values), *verdicts])
         if noise:
-            cells[-1].append(_noise_cell(noise.get(row.key)))
+            cells[-1].append(_noise_cell(interval))
             classes[-1].append("")
-            if noise.get(row.key) is not None and noise[row.key].reading == "within noise":
-                classes[-1][-2] = ""  # a ratio within noise is neither better nor worse
     heads = ["metric", *labels, *ratio_heads, *(["95% noise"] if noise else [])]
     body = html.table(heads, cells, classes)
     explain = (
@@ -230,11 +231,11 @@ def _noise_by_metric(runs: list[RunData]) -> dict[str, MetricRatio]:
     return {row.metric.key: row for row in compare_metrics(runs[0], runs[1])}
 
 
-def _noise_cell(row: MetricRatio | None) -> str:
-    if row is None or row.noise is None:
+def _noise_cell(interval: RatioInterval | None) -> str:
+    if interval is None:
         return "—"
-    within = " within noise" if row.noise.within_noise else ""
-    return row.noise.describe() + (" *" if row.noise.proxy else "") + within
+    within = " within noise" if interval.within_noise else ""
+    return interval.describe(mark_proxy=True) + within
 
 
 def _plot_section(plot: Plot, png: bytes | None) -> str:

@@ -3,8 +3,11 @@ what did that buy, is the gain out of the runs' noise, and are the tokens the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from stepgap.identity import Identity, run_identity
 from stepgap.report import html
+from stepgap.report.tables import IdentityRow
 from stepgap.runs import RunData
 from stepgap.summary_view import MetricRatio, compare_metrics
 from stepgap.workloads import sentence
@@ -13,15 +16,26 @@ from stepgap.workloads import sentence
 ANSWER_KEYS = ("gap_p50_us", "idle_fraction", "output_throughput", "median_tpot_ms")
 
 
-def headline_section(labelled: list[tuple[str, RunData]]) -> str:
+def headline_section(
+    labelled: list[tuple[str, RunData]],
+    baseline_ratios: dict[str, MetricRatio] | None = None,
+    identities: Sequence[IdentityRow] = (),
+) -> str:
     """The workload in a sentence and, with two or more runs, the answer for the pair the
-    report is about (sync then overlap where both are present, else the first and last)."""
+    report is about (sync then overlap where both are present, else the first and last).
+    What the report already computed against its first run (`baseline_ratios` of a
+    two-run report, `identities`) is reused when the pair starts from that run."""
     parts = [html.paragraph(_workload(run)) for run in _distinct_workloads(labelled)]
     pair = answer_pair(labelled)
     if pair is not None:
         (label_a, a), (label_b, b) = pair
-        rows = {row.metric.key: row for row in compare_metrics(a, b)}
-        parts.append(html.paragraph(answer(label_a, label_b, rows, run_identity(a, b))))
+        from_baseline = a is labelled[0][1]
+        rows = baseline_ratios if from_baseline and baseline_ratios else None
+        if rows is None:
+            rows = {row.metric.key: row for row in compare_metrics(a, b)}
+        known = [row for row in identities if from_baseline and row.other == label_b]
+        same = known[0] if known else _identity_row(label_a, label_b, run_identity(a, b))
+        parts.append(html.paragraph(answer(label_a, label_b, rows, same)))
     return html.section("At a glance", "".join(parts), "headline")
 
 
@@ -37,7 +51,7 @@ def answer_pair(
     return labelled[0], labelled[-1]
 
 
-def answer(label_a: str, label_b: str, rows: dict[str, MetricRatio], same: Identity) -> str:
+def answer(label_a: str, label_b: str, rows: dict[str, MetricRatio], same: IdentityRow) -> str:
     """'overlap vs sync: decode gap p50 540 → 3.1 µs, ...; tokens identical.'"""
     figures = [_figure(rows[key]) for key in ANSWER_KEYS if key in rows]
     stated = "; ".join(figure for figure in figures if figure)
@@ -64,7 +78,14 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def _tokens(same: Identity) -> str:
+def _identity_row(label_a: str, label_b: str, identity: Identity) -> IdentityRow:
+    return IdentityRow(label_a, label_b, identity, identity.describe())
+
+
+def _tokens(row: IdentityRow) -> str:
+    same = row.identity
+    if same is None:  # no token ids recorded
+        return row.note
     if same.identical:
         return f"tokens identical over {same.requests_compared} requests"
     if same.first is None:

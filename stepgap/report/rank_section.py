@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from stepgap.metric_registry import BY_KEY
 from stepgap.rank_metrics import SLOWEST, rank_key
 from stepgap.rank_view import EXPLANATION, SLOWEST_LABEL, rank_views
 from stepgap.report import html
@@ -14,15 +15,16 @@ from stepgap.report.idle_sections import fmt_us
 from stepgap.runs import RunData
 
 Runs = Sequence[tuple[str, RunData]]  # (label, run) in report order
-COLUMNS = [
-    ("gap_samples", "gaps counted"),
-    ("gap_p50_us", "gap p50 (µs)"),
-    ("gap_p90_us", "gap p90 (µs)"),
-    ("gap_p99_us", "gap p99 (µs)"),
-    ("gap_mean_us", "gap mean (µs)"),
-    ("gap_max_us", "gap max (µs)"),
-    ("idle_fraction", "idle fraction"),
-]
+COLUMN_KEYS = (
+    "gap_samples",
+    "gap_p50_us",
+    "gap_p90_us",
+    "gap_p99_us",
+    "gap_mean_us",
+    "gap_max_us",
+    "idle_fraction",
+)
+COLUMNS = [(key, BY_KEY[key].label) for key in COLUMN_KEYS]
 
 
 def _cell(value: Any, key: str) -> str:

@@ -8,21 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepgap.identity import NEAR_TIE_LOGIT_MARGIN, Identity, run_identity
-from stepgap.runs import RunData
-from stepgap.summary_view import HEADLINE, ratio, side_by_side
-
-MODE_ORDER = ("sync", "overlap")
+from stepgap.metric_registry import headline
+from stepgap.runs import RunData, mode_order
+from stepgap.summary_view import ratio
 
 
 def ordered_by_mode(runs: list[RunData]) -> list[RunData]:
     """Runs of one group in reading order: sync (the baseline) first, then overlap, then
     any other mode alphabetically."""
-
-    def key(run: RunData) -> tuple[int, str]:
-        mode = run.mode
-        return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
-
-    return sorted(runs, key=key)
+    return sorted(runs, key=lambda run: mode_order(run.mode))
 
 
 def run_labels(runs: list[RunData]) -> list[str]:
@@ -54,24 +48,14 @@ class MetricRow:
 
 
 def metric_rows(runs: list[RunData], labels: list[str]) -> list[MetricRow]:
-    """The headline metrics (`summary_view.side_by_side`) with every run's ratio to the
+    """The headline metrics (`metric_registry.headline`) with every run's ratio to the
     first run, the baseline."""
-    rows = side_by_side({label: run.summary for label, run in zip(labels, runs, strict=True)})
-    better = {key: direction for key, _, direction in HEADLINE}
     out = []
-    for row in rows:
-        values = tuple(row[label] for label in labels)
+    for metric in headline():
+        values = tuple(run.summary.get(metric.key, math.nan) for run in runs)
         ratios = tuple(ratio(value, values[0]) for value in values[1:])
-        out.append(MetricRow(row["metric"], row["label"], better[row["metric"]], values, ratios))
+        out.append(MetricRow(metric.key, metric.label, metric.direction.better, values, ratios))
     return out
-
-
-def ratio_verdict(better: str | None, value: float) -> str:
-    """'better', 'worse' or '' for a ratio to the baseline, read by the metric's direction."""
-    if better is None or math.isnan(value) or abs(value - 1.0) < 0.01:
-        return ""
-    improved = value < 1.0 if better == "lower" else value > 1.0
-    return "better" if improved else "worse"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from reference_engine.config import ConfigError, ModelConfig
 from reference_engine.faults import Fault, parse_faults
+from reference_engine.request import MAX_LOGPROBS
 
 
 class Schedule(enum.StrEnum):
@@ -42,7 +43,7 @@ class ServeConfig:
     engine_seed: int = 0
     faults: tuple[Fault, ...] = ()
     served_model_name: str | None = None
-    max_logprobs: int = 20  # requests may ask for this many; 0: the engine computes none
+    max_logprobs: int = MAX_LOGPROBS  # requests may ask for this many; 0: the engine computes none
     idle_close_s: float = 0.5  # an engine run ends after this long with nothing to do
     max_run_steps: int = 50_000  # a busy run stops taking requests here and drains
     graceful_shutdown_s: int = 30  # open streams may finish this long after a stop
@@ -57,8 +58,10 @@ class ServeConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_model_len < 3:
             raise ConfigError(f"max_model_len must be >= 3, got {self.max_model_len}")
-        if not 0 <= self.max_logprobs <= 20:
-            raise ConfigError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
+        if not 0 <= self.max_logprobs <= MAX_LOGPROBS:
+            raise ConfigError(
+                f"max_logprobs must be in [0, {MAX_LOGPROBS}], got {self.max_logprobs}"
+            )
         if self.idle_close_s <= 0 or self.graceful_shutdown_s < 0:
             raise ConfigError("idle_close_s must be > 0 and graceful_shutdown_s >= 0")
         if self.faults and self.mode is not Schedule.OVERLAP:

@@ -45,7 +45,7 @@ class ServerFeed:
         logprobs: bool = True,
     ) -> None:
         # requests may ask for logprobs: the engine computes them every step
-        self.logprobs = logprobs and engine_logprobs.ENGINE_HAS_LOGPROBS
+        self.logprobs = logprobs
         self.inbox = inbox
         self.send = send  # hands events to the HTTP event loop
         self.stats = stats

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from reference_engine.config import ConfigError
 from reference_engine.request import SamplingParams
-from stepgap.serve import logprobs as engine_logprobs
 from stepgap.serve.config import ServeConfig
 from stepgap.serve.errors import APIError, ErrorType, bad_request
 from stepgap.serve.tokenizer import ByteTokenizer
@@ -212,7 +211,7 @@ def _sampling_params(body: CompletionRequest, max_tokens: int) -> SamplingParams
             seed=seed,
             stop_token_ids=() if runs_to_length else tuple(body.stop_token_ids or ()),
             ignore_eos=body.ignore_eos or runs_to_length,
-            **engine_logprobs.sampling_fields(body.logprobs),
+            logprobs=body.logprobs,
         )
     except ConfigError as error:
         raise bad_request(str(error)) from None
