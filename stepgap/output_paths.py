@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,17 @@ RUN_FILES = frozenset(
     {"run.json", "steps.csv", "requests.csv", "phases.csv", "tokens.jsonl", "trace.json.gz"}
 )
 RUN_FILE = "run.json"
+_RANK_TABLE = re.compile(r"^(steps|phases)-rank[1-9][0-9]*\.csv$")  # TP: ranks 1.. tables
+
+
+def rank_table_file(table: str, rank: int) -> str:
+    """The file of rank `rank`'s `table` ("steps" or "phases") in a tensor-parallel run."""
+    return f"{table}-rank{rank}.csv"
+
+
+def is_run_file(name: str) -> bool:
+    """A file name a run directory holds (rank tables of a tensor-parallel run too)."""
+    return name in RUN_FILES or _RANK_TABLE.match(name) is not None
 
 
 def check_run_target(path: Path, force: bool) -> Path:
@@ -76,14 +88,14 @@ def is_run_directory(path: Path) -> bool:
         return False
     entries = list(path.iterdir())
     if (path / RUN_FILE).is_file():
-        return all(entry.name in RUN_FILES for entry in entries)
+        return all(is_run_file(entry.name) for entry in entries)
     return bool(entries) and all(_is_run(entry) for entry in entries)
 
 
 def _is_run(path: Path) -> bool:
     if not path.is_dir() or path.is_symlink() or not (path / RUN_FILE).is_file():
         return False
-    return all(entry.name in RUN_FILES for entry in path.iterdir())
+    return all(is_run_file(entry.name) for entry in path.iterdir())
 
 
 def _check_names_something(path: Path) -> None:

@@ -24,7 +24,7 @@ from stepgap import run_validation as check
 from stepgap.atomic import write_directory
 from stepgap.errors import RunError
 from stepgap.interrupts import deferred_interrupts
-from stepgap.output_paths import RUN_FILE, is_run_directory
+from stepgap.output_paths import RUN_FILE, is_run_directory, rank_table_file
 from stepgap.summary import Summary, upgrade
 
 MODE_ORDER = ("sync", "overlap")  # reading order: the baseline first
@@ -107,9 +107,9 @@ def write_run_files(run: RunData, directory: Path) -> None:
     if run.phases is not None:
         run.phases.to_csv(directory / "phases.csv", index=False)
     for rank, table in sorted(run.rank_steps.items()):
-        table.to_csv(directory / f"steps-rank{rank}.csv", index=False)
+        table.to_csv(directory / rank_table_file("steps", rank), index=False)
     for rank, table in sorted(run.rank_phases.items()):
-        table.to_csv(directory / f"phases-rank{rank}.csv", index=False)
+        table.to_csv(directory / rank_table_file("phases", rank), index=False)
     if run.trace_path is not None and Path(run.trace_path) != directory / TRACE_FILE:
         shutil.copyfile(run.trace_path, directory / TRACE_FILE)
     with open(directory / TOKENS_FILE, "w") as out:
