@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=256)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (one GPU each)")
     args = parser.parse_args()
     base = load_workload(args.workload)
     workload = base.with_overrides(
@@ -56,7 +57,9 @@ def main() -> None:
         ignore_eos=True,
         model_overrides={**base.model_overrides, "num_layers": args.num_layers},
     )
-    engine = Engine(RunConfig(workload, device=args.device).engine_config())
+    engine = Engine(
+        RunConfig(workload, device=args.device, tensor_parallel=args.tp).engine_config()
+    )
     engine.run(workload.with_overrides(output_len=8).requests(), "sync")  # warm-up
     times: dict[tuple[str, bool], list[float]] = {}
     for rep in range(args.reps):

@@ -19,6 +19,7 @@ from reference_engine.config import ConfigError
 from reference_engine.device import Device, make_device
 from reference_engine.engine_config import MODES, EngineConfig, Mode, make_runner
 from reference_engine.faults import Fault
+from reference_engine.heap import frozen_heap
 from reference_engine.jitter import ScheduleJitter
 from reference_engine.probe import Probe
 from reference_engine.request import Request
@@ -112,7 +113,8 @@ class Engine:
         output.origin_host_ns = self.probe.now_ns()
         loop = self._sync_loop if mode == "sync" else self._overlap_loop
         try:
-            loop(scheduler, output, on_step or (lambda record: None))
+            with frozen_heap():  # no full GC walking the model and imports mid-run
+                loop(scheduler, output, on_step or (lambda record: None))
             output.complete = True
         except KeyboardInterrupt as interrupt:
             raise RunInterrupted(output) from interrupt

@@ -40,6 +40,7 @@ class FaultInfo:
     where: str  # module.function holding the change
     race: bool  # a data race: whether it shows depends on host/device timing
     seen_in: str  # a real engine's report of this bug class
+    needs_chunks: bool = False  # shows only where a prompt runs in several chunks
 
 
 FAULT_INFO: dict[Fault, FaultInfo] = {
@@ -105,6 +106,7 @@ FAULT_INFO: dict[Fault, FaultInfo] = {
             "model_runner.ModelRunner._pack_chunks",
             False,
             "chunked-prefill position bookkeeping (vLLM #4904: wrong positions in chunks)",
+            needs_chunks=True,
         ),
         FaultInfo(
             Fault.LOGPROBS_OTHER_BUFFER,

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from reference_engine.config import ConfigError
+from reference_engine.top_logprobs import TopLogprobs
 
 MAX_LOGPROBS = 20  # as the OpenAI API allows per token
 
@@ -68,7 +69,7 @@ class Request:
     output: list[int] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)  # per token, when asked for
-    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    top_logprobs: TopLogprobs = field(default_factory=TopLogprobs)  # flat: no GC traffic
     token_times_s: list[float] = field(default_factory=list)
     slot: int | None = None
     num_scheduled: int = 0

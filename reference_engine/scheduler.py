@@ -31,7 +31,7 @@ class StepResults(Protocol):
 
     def logprob(self, slot: int) -> float: ...
 
-    def top_logprobs(self, slot: int, n: int) -> list[tuple[int, float]]: ...
+    def top_logprobs(self, slot: int, n: int) -> tuple[list[int], list[float]]: ...
 
 
 class StepKind(enum.Enum):
@@ -279,7 +279,7 @@ def _append_logprobs(request: Request, outputs: StepResults, slot: int) -> None:
     wanted = request.params.logprobs
     if wanted is not None:
         request.logprobs.append(outputs.logprob(slot))
-        request.top_logprobs.append(outputs.top_logprobs(slot, wanted))
+        request.top_logprobs.append(*outputs.top_logprobs(slot, wanted))
 
 
 def _at_most_max_tokens(request: Request) -> bool:

@@ -98,11 +98,10 @@ class HostOutputs:
     def logprob(self, slot: int) -> float:
         return float(_floats(self._logprobs[slot, SCORES])[LOGPROB])
 
-    def top_logprobs(self, slot: int, n: int) -> list[tuple[int, float]]:
-        """The `n` most likely tokens' (id, logprob), most likely first."""
+    def top_logprobs(self, slot: int, n: int) -> tuple[list[int], list[float]]:
+        """The `n` most likely tokens' ids and logprobs, most likely first."""
         ids = self._logprobs[slot, TOP_IDS].view(np.int32)[:n].tolist()
-        values = self._logprobs[slot, TOP_LOGPROBS].view(np.float32)[:n].tolist()
-        return list(zip(ids, values, strict=True))
+        return ids, self._logprobs[slot, TOP_LOGPROBS].view(np.float32)[:n].tolist()
 
     @property
     def clock_stamps_ns(self) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -11,7 +12,7 @@ NEAR_TIE_LOGIT_MARGIN = 0.05  # bf16 logits of this model family carry ~1e-2 abs
 LOGPROB_RTOL = 1e-3  # relative tolerance of logprob equality, as vLLM's end-to-end tests
 
 Logprobs = dict[int, list[float]]  # per request: the sampled tokens' logprobs
-TopLogprobs = dict[int, list[list[tuple[int, float]]]]  # per request and position
+TopLogprobs = Mapping[int, Sequence[Sequence[tuple[int, float]]]]  # per request, position
 
 
 class Verdict(StrEnum):
@@ -184,7 +185,9 @@ class TokenRecords(Protocol):
     tokens: dict[int, list[int]]
     margins: dict[int, list[float]]
     logprobs: Logprobs
-    top_logprobs: TopLogprobs
+
+    @property
+    def top_logprobs(self) -> TopLogprobs: ...
 
 
 def run_identity(

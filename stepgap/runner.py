@@ -255,7 +255,7 @@ def to_run_data(
     run = RunData(meta, steps, requests, tokens, margins, times, phases=phases)
     asked = [r for r in output.requests if r.params.logprobs is not None]
     run.logprobs = {r.request_id: list(r.logprobs) for r in asked}
-    run.top_logprobs = {r.request_id: [list(top) for top in r.top_logprobs] for r in asked}
+    run.top_logprobs = {r.request_id: r.top_logprobs for r in asked}  # flat until saved
     run.rank_steps, run.rank_phases = rank_steps, rank_phases
     if profiler is not None and profiler.trace_path is not None:
         run.meta["profile_window"] = list(profiler.window)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class RunData:
     # per request that asked for them: the sampled tokens' logprobs, and the top-n
     # (token id, logprob) of each position
     logprobs: dict[int, list[float]] = field(default_factory=dict)
-    top_logprobs: dict[int, list[list[tuple[int, float]]]] = field(default_factory=dict)
+    top_logprobs: dict[int, Sequence[Sequence[tuple[int, float]]]] = field(default_factory=dict)
     phases: pd.DataFrame | None = None
     path: Path | None = None
     trace_path: Path | None = None  # a PyTorch profiler trace to store as trace.json.gz
@@ -122,7 +123,7 @@ def write_run_files(run: RunData, directory: Path) -> None:
             }
             if request_id in run.logprobs:
                 record["logprobs"] = run.logprobs[request_id]
-                record["top_logprobs"] = run.top_logprobs.get(request_id, [])
+                record["top_logprobs"] = list(run.top_logprobs.get(request_id, []))
             out.write(json.dumps(_clean(record)) + "\n")
 
 

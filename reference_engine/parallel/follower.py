@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reference_engine import heap
 from reference_engine.device import CpuDevice, CudaDevice, Device, Marker
 from reference_engine.model_runner import ModelRunner, PreparedStep
 from reference_engine.parallel import channel
@@ -134,6 +135,7 @@ class Follower:
         self.device.synchronize()
         self.run = RunState(waits_before=dict(self.device.host_waits))
         self.runner.start_clock()
+        heap.freeze()  # as rank 0 does for its loop: no full GC walking the model mid-run
 
     def _step(self, plan: StepPlan, received_ns: int) -> None:
         run, prepared = self.run, plan.prepared
@@ -189,6 +191,7 @@ class Follower:
 
     def _end(self) -> None:
         """Drain, read the last outputs, send the run's table to rank 0."""
+        heap.thaw()
         self.device.synchronize()
         run = self.run
         for launched in sorted(run.results.values(), key=lambda item: item.index):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch.distributed as dist
 from reference_engine.config import ConfigError
 
 LOCALHOST = "127.0.0.1"
+LEAVE_S = 20.0  # the most a rank waits for the others to tear the group down with it
 # torch 2.13 renamed all_gather_into_tensor (now deprecated) to all_gather_single
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
@@ -102,10 +104,20 @@ def join_group(
     return TensorParallel(rank, rendezvous.size, group)
 
 
-def leave_group() -> None:
-    """Destroy this process's group (a later engine may join a new one)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def leave_group(timeout_s: float = LEAVE_S) -> bool:
+    """Destroy this process's group (a later engine may join a new one). NCCL's teardown
+    waits for every rank to tear down too, so all ranks leave together; if that does not
+    finish within `timeout_s` (a rank gone), the communicators are aborted and the group
+    abandoned instead of hanging. Returns whether it left cleanly."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    leaving = threading.Thread(target=dist.destroy_process_group, daemon=True)
+    leaving.start()
+    leaving.join(timeout_s)
+    if leaving.is_alive():
+        abort_group()
+        return False
+    return True
 
 
 def abort_group() -> None:

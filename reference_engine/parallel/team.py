@@ -166,11 +166,17 @@ class Team:
             return
         self.closed = True
         self.watchdog.stop()
+        stopped = False
         if not self.failed:
             with contextlib.suppress(OSError):
                 self.send(Stop())
+                stopped = True
+        if stopped:  # the followers leave on Stop; NCCL's teardown needs every rank at once
+            leave_group()
+        else:  # a rank is gone and will never leave: do not wait for it
+            abort_group()
         stop_all(self.followers)
-        leave_group()
+        leave_group()  # after an abort: the group's state, so that a new group may start
         for follower in self.followers:
             follower.pipes.plans.close()
             follower.pipes.reports.close()

@@ -81,8 +81,8 @@ class _Outputs:
     def logprob(self, slot: int) -> float:
         return 0.0
 
-    def top_logprobs(self, slot: int, n: int) -> list[tuple[int, float]]:
-        return []
+    def top_logprobs(self, slot: int, n: int) -> tuple[list[int], list[float]]:
+        return [], []
 
 
 def simulate(inputs: SyncInputs, schedule: Schedule, device: DeviceModel) -> Simulation:

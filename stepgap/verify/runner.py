@@ -24,7 +24,7 @@ from reference_engine import (
     model_config,
 )
 from reference_engine.engine import Mode
-from reference_engine.faults import Fault
+from reference_engine.faults import FAULT_INFO, Fault
 from reference_engine.jitter import JITTER_LEVELS, Jitter
 from stepgap.mixes import common_token, fresh, with_stops, without_stops
 from stepgap.verify.cases import FAMILIES, WORKLOADS, Case, expand_cases, workload
@@ -250,6 +250,21 @@ def verify(
     return VerifyResult(config, results, verifier.device_info, time.perf_counter() - started)
 
 
+def exercising(config: VerifyConfig, fault: Fault) -> tuple[str, ...]:
+    """The workloads of `config` that run the code `fault` changes: a fault in how a
+    prompt's later chunks are placed cannot show where every prompt runs whole, so those
+    runs would count as misses that no verifier could avoid."""
+    if not FAULT_INFO[fault].needs_chunks:
+        return config.workloads
+    chunked = tuple(w for w in config.workloads if workload(w).max_num_batched_tokens)
+    if not chunked:
+        raise ConfigError(
+            f"fault {fault} needs a chunked-prefill workload; choose one of "
+            f"{', '.join(w for w in WORKLOADS if workload(w).max_num_batched_tokens)}"
+        )
+    return chunked
+
+
 def fault_table(
     config: VerifyConfig,
     faults: Iterable[Fault] = tuple(Fault),
@@ -259,6 +274,7 @@ def fault_table(
 ) -> FaultTable:
     """The clean engine under `config` (or the `clean` result given), then each fault with
     jitter off and at `config.jitter` (when on): which cases caught it, which check first."""
+    plans = {fault: exercising(config, fault) for fault in faults}  # before any run
     own = verifier is None
     verifier = verifier or Verifier(config.device, config.cuda_graphs, config.margin_tolerance)
     levels: dict[str, Jitter | None] = {"off": None}
@@ -268,11 +284,10 @@ def fault_table(
         if clean is None:
             clean = verify(dataclasses.replace(config, fault=None), progress, verifier)
         rows: dict[Fault, dict[str, VerifyResult]] = {}
-        for fault in faults:
+        for fault, workloads in plans.items():
+            cases = dataclasses.replace(config, fault=fault, workloads=workloads)
             rows[fault] = {
-                label: verify(
-                    dataclasses.replace(config, fault=fault, jitter=jitter), progress, verifier
-                )
+                label: verify(dataclasses.replace(cases, jitter=jitter), progress, verifier)
                 for label, jitter in levels.items()
             }
     finally:

@@ -12,8 +12,8 @@ class Results:
     def logprob(self, slot: int) -> float:
         return -0.5 - slot
 
-    def top_logprobs(self, slot: int, n: int) -> list[tuple[int, float]]:
-        return [(self.tokens[slot], -0.5 - slot)][:n]
+    def top_logprobs(self, slot: int, n: int) -> tuple[list[int], list[float]]:
+        return [self.tokens[slot]][:n], [-0.5 - slot][:n]
 
 
 def complete(scheduler, step, token=7):

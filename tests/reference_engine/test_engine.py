@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import gc
 import itertools
 import statistics
 
@@ -171,6 +172,22 @@ def test_cuda_overlap_decode_never_syncs_outside_the_output_wait():
     assert output.host_waits["step_output"] == len(output.steps)
 
 
+@pytest.mark.cuda
+def test_cuda_overlap_with_chunked_prefill_never_syncs_outside_the_output_wait():
+    """Mixed steps (decode rows + prompt chunks, eager but for the rows' graph), chunk
+    continuations and insertions, with logprobs: still one host wait per step."""
+    engine = make_engine("glm-4.5-air-tiny", device="cuda", slots=4, **CHUNKED)
+    mix = without_stops(random_mix(3, engine.config.model.vocab_size, spread_s=0))
+    run_tokens(engine, mix, "overlap")  # warm: allocator and kernels settled
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _, output = run_tokens(engine, mix, "overlap")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert {record.step.kind.value for record in output.steps} >= {"mixed", "decode"}
+    assert output.host_waits["step_output"] == len(output.steps)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests run the kernels compiled")
 def test_the_engine_on_triton_kernels_in_the_interpreter_gives_the_torch_tokens():
     """The whole engine on the Triton kernels (in Triton's interpreter, on CPU tensors):
@@ -184,3 +201,13 @@ def test_the_engine_on_triton_kernels_in_the_interpreter_gives_the_torch_tokens(
             tokens[kernels, mode], _ = run_tokens(engine, mix, mode)
         engine.close()
     assert len(set(map(str, tokens.values()))) == 1, tokens
+
+
+def test_the_heap_alive_before_a_run_is_frozen_during_it_and_thawed_after():
+    """No full GC walks the model and imports mid-run (a 100-300 ms host stall)."""
+    engine = make_engine("ernie-4.5-tiny")
+    frozen = []
+    mix = without_stops(random_mix(1, engine.config.model.vocab_size, num_requests=2))
+    engine.run(fresh(mix), "overlap", on_step=lambda record: frozen.append(gc.get_freeze_count()))
+    assert frozen and min(frozen) > 1000
+    assert gc.get_freeze_count() == 0

@@ -132,6 +132,8 @@ def test_jitter_levels_and_validation():
         Jitter(host_prob=1.5)
     with pytest.raises(ConfigError, match="device_max_us"):
         Jitter(device_max_us=-1)
+    with pytest.raises(ConfigError, match="quiet_phases"):
+        Jitter(quiet_phases=-1)
     with pytest.raises(ConfigError, match="jitter must be a Jitter"):
         EngineConfig(preset("ernie-4.5-tiny"), jitter="heavy")
 
@@ -142,7 +144,7 @@ def test_jitter_draws_are_seeded_and_stall_the_device_only_at_launch(monkeypatch
     device = make_device("cpu")
     submitted = []
     monkeypatch.setattr(device, "submit", submitted.append)
-    jitter = ScheduleJitter(Jitter(seed=3, host_prob=0.5, device_prob=1.0), device)
+    jitter = ScheduleJitter(Jitter(seed=3, host_prob=0.5, device_prob=1.0, quiet_phases=0), device)
     phases = ["schedule", "prepare", "launch", "wait", "postprocess", "output"] * 5
 
     def draws():
@@ -175,3 +177,17 @@ def test_engine_hooks_jitter_into_the_probe_and_keeps_tokens():
     finally:
         eng.close()
         clean.close()
+
+
+def test_after_a_device_stall_the_host_runs_ahead_without_pausing(monkeypatch):
+    """The races that need the device behind show only if no host pause closes them."""
+    pauses = []
+    monkeypatch.setattr("reference_engine.jitter.time.sleep", pauses.append)
+    device = make_device("cpu")
+    stalls = []
+    monkeypatch.setattr(device, "submit", lambda work: stalls.append(len(pauses)))
+    jitter = ScheduleJitter(Jitter(host_prob=1.0, device_prob=1.0, quiet_phases=4), device)
+    for phase in ["launch", "wait", "postprocess", "output", "schedule", "prepare", "wait"]:
+        jitter.at_phase(phase)
+    assert stalls == [0] and len(pauses) == 2  # 4 quiet phase starts, then a pause each
+    device.close()

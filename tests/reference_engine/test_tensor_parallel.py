@@ -230,6 +230,26 @@ ORPHAN_SCRIPT = textwrap.dedent(
 )
 
 
+def test_rank_zero_leaves_the_group_together_with_the_followers(monkeypatch):
+    """NCCL's teardown waits for every rank: rank 0 must leave while the followers, told
+    to stop, leave too, not after it has waited for them to exit (that hung on 2 H200s)."""
+    from reference_engine.parallel import team
+
+    calls = []
+    leave, stop = team.leave_group, team.stop_all
+    monkeypatch.setattr(team, "leave_group", lambda: calls.append("leave") or leave())
+    monkeypatch.setattr(team, "stop_all", lambda f: calls.append(("reap", alive(f))) or stop(f))
+    engine = make_engine("ernie-4.5-tiny", 2)
+    followers = list(engine.runner.team.followers)
+    engine.close()
+    assert calls[0] == "leave" and calls[1][0] == "reap", calls
+    assert not any(f.process.is_alive() for f in followers)
+
+
+def alive(followers):
+    return [f.process.is_alive() for f in followers]
+
+
 def test_followers_die_with_a_killed_rank_zero(tmp_path):
     script = tmp_path / "rank0.py"
     script.write_text(ORPHAN_SCRIPT)
