@@ -93,7 +93,7 @@ class ModelRunner:
         )
         self.next_tokens = torch.zeros(num_slots, dtype=torch.int64, device=dev)
         self.host = [StepBuffers.allocate(num_slots, prompt_capacity, device.pinned) for _ in "ab"]
-        self._host_outputs = [HostOutputs(b.outputs.numpy()) for b in self.host]  # views
+        self._output_tables = [b.outputs.numpy() for b in self.host]  # views of the pinned
         self._clock = device.pinned((1,), torch.int64)
         for buffers in (self.dev, *self.host):
             self._idle_inputs(buffers)
@@ -169,11 +169,9 @@ class ModelRunner:
     def outputs(self, prepared: PreparedStep) -> HostOutputs:
         """Host copy of a finished step's results, indexed by slot. (Planted fault
         LOGPROBS_OTHER_BUFFER reads the logprobs of the other step's table.)"""
-        outputs = self._host_outputs[prepared.results]
-        if self._logprobs_parity:
-            other = self._host_outputs[prepared.results ^ 1]
-            return HostOutputs(outputs.table, logprob_table=other.table)
-        return outputs
+        tables = self._output_tables
+        other = tables[prepared.results ^ 1] if self._logprobs_parity else None
+        return HostOutputs(tables[prepared.results], logprob_table=other)
 
     def start_clock(self) -> None:
         """Stamp the device clock where the device gets to now: the run's time origin."""

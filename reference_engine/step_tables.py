@@ -9,6 +9,7 @@ pairs). The output table's last row carries the step's device clock stamps (star
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,8 +82,9 @@ class StepBuffers:
 @dataclass(frozen=True)
 class HostOutputs:
     """A finished step's results as the host reads them, indexed by slot (numpy views of
-    a pinned output table: valid until the table's next step). `logprob_table` is the
-    table logprobs are read from: the same one, but for a planted fault."""
+    a pinned output table: valid until the table's next step; one per step, as logprobs are
+    read once). `logprob_table` is the table logprobs are read from: the same one, but for
+    a planted fault."""
 
     table: np.ndarray  # (S + 1, OUTPUT_WORDS) int64
     logprob_table: np.ndarray | None = None
@@ -96,21 +98,28 @@ class HostOutputs:
         return _floats(self.table[:-1, SCORES])[:, MARGIN].tolist()
 
     def logprob(self, slot: int) -> float:
-        return float(_floats(self._logprobs[slot, SCORES])[LOGPROB])
+        return self._logprob_rows[0][slot]
 
     def top_logprobs(self, slot: int, n: int) -> tuple[list[int], list[float]]:
         """The `n` most likely tokens' ids and logprobs, most likely first."""
-        ids = self._logprobs[slot, TOP_IDS].view(np.int32)[:n].tolist()
-        return ids, self._logprobs[slot, TOP_LOGPROBS].view(np.float32)[:n].tolist()
+        _, ids, values = self._logprob_rows
+        return ids[slot][:n], values[slot][:n]
 
     @property
     def clock_stamps_ns(self) -> tuple[int, int]:
         start, end = self.table[-1, START : END + 1].tolist()
         return start, end
 
-    @property
-    def _logprobs(self) -> np.ndarray:
-        return self.table if self.logprob_table is None else self.logprob_table
+    @functools.cached_property
+    def _logprob_rows(self) -> tuple[list[float], list[list[int]], list[list[float]]]:
+        """Every slot's logprob, top ids and top logprobs, read from the table at once on
+        the first call (one read a step, not three per row on the post-processing path)."""
+        table = (self.table if self.logprob_table is None else self.logprob_table)[:-1]
+        return (
+            _floats(table[:, SCORES])[:, LOGPROB].tolist(),
+            table[:, TOP_IDS].view(np.int32).tolist(),
+            table[:, TOP_LOGPROBS].view(np.float32).tolist(),
+        )
 
 
 def _floats(words: np.ndarray) -> np.ndarray:

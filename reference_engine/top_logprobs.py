@@ -19,9 +19,8 @@ class TopLogprobs(Sequence[list[tuple[int, float]]]):
     def __init__(self, tokens: Iterable[Iterable[tuple[int, float]]] = ()) -> None:
         self._ids, self._values = array("q"), array("d")
         self._ends = array("I")
-        for pairs in tokens:
-            ids, logprobs = zip(*pairs, strict=True) if pairs else ((), ())
-            self.append(ids, logprobs)
+        for pairs in map(list, tokens):
+            self.append([token_id for token_id, _ in pairs], [value for _, value in pairs])
 
     def append(self, ids: Sequence[int], logprobs: Sequence[float]) -> None:
         """Add one token's top ids and their logprobs, most likely first."""

@@ -1,3 +1,4 @@
+import contextlib
 import importlib.util
 import os
 import sys
@@ -37,3 +38,19 @@ def repo_script():
         return module
 
     return load
+
+
+@contextlib.contextmanager
+def _host_syncs_raise():
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.fixture
+def host_syncs_raise():
+    """A context manager: inside it, any CUDA call that syncs the host raises (CUDA
+    sync-debug mode 'error'; PyTorch's own checker, not one of ours)."""
+    return _host_syncs_raise

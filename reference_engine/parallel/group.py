@@ -104,20 +104,18 @@ def join_group(
     return TensorParallel(rank, rendezvous.size, group)
 
 
-def leave_group(timeout_s: float = LEAVE_S) -> bool:
+def leave_group(timeout_s: float = LEAVE_S) -> None:
     """Destroy this process's group (a later engine may join a new one). NCCL's teardown
     waits for every rank to tear down too, so all ranks leave together; if that does not
     finish within `timeout_s` (a rank gone), the communicators are aborted and the group
-    abandoned instead of hanging. Returns whether it left cleanly."""
+    abandoned instead of hanging."""
     if not (dist.is_available() and dist.is_initialized()):
-        return True
+        return
     leaving = threading.Thread(target=dist.destroy_process_group, daemon=True)
     leaving.start()
     leaving.join(timeout_s)
     if leaving.is_alive():
         abort_group()
-        return False
-    return True
 
 
 def abort_group() -> None:

@@ -7,7 +7,6 @@ start-up fails the start within the watchdog's poll, not after the start-up boun
 from __future__ import annotations
 
 import atexit
-import contextlib
 import multiprocessing as mp
 import time
 from typing import Any
@@ -166,13 +165,8 @@ class Team:
             return
         self.closed = True
         self.watchdog.stop()
-        stopped = False
-        if not self.failed:
-            with contextlib.suppress(OSError):
-                self.send(Stop())
-                stopped = True
-        if stopped:  # the followers leave on Stop; NCCL's teardown needs every rank at once
-            leave_group()
+        if not self.failed and self._tell_followers_to_stop():
+            leave_group()  # with the followers, which leave on Stop: NCCL's teardown waits for all
         else:  # a rank is gone and will never leave: do not wait for it
             abort_group()
         stop_all(self.followers)
@@ -181,6 +175,13 @@ class Team:
             follower.pipes.plans.close()
             follower.pipes.reports.close()
         atexit.unregister(self.kill)
+
+    def _tell_followers_to_stop(self) -> bool:
+        try:
+            self.send(Stop())
+        except OSError:  # a follower's pipe is closed: it is gone
+            return False
+        return True
 
     def kill(self) -> None:
         kill_all(self.followers)

@@ -159,31 +159,25 @@ def test_cuda_bf16_graphs_sync_and_overlap_agree(name):
 
 
 @pytest.mark.cuda
-def test_cuda_overlap_decode_never_syncs_outside_the_output_wait():
+def test_cuda_overlap_decode_never_syncs_outside_the_output_wait(host_syncs_raise):
     engine = make_engine("ernie-4.5-tiny", device="cuda", slots=8)
     assert engine.runner.graphs is not None
     mix = without_stops(random_mix(2, engine.config.model.vocab_size, spread_s=0))
     run_tokens(engine, mix, "overlap")  # warm: allocator and kernels settled
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with host_syncs_raise():
         _, output = run_tokens(engine, mix, "overlap")
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     assert output.host_waits["step_output"] == len(output.steps)
 
 
 @pytest.mark.cuda
-def test_cuda_overlap_with_chunked_prefill_never_syncs_outside_the_output_wait():
+def test_cuda_overlap_with_chunked_prefill_never_syncs_outside_the_output_wait(host_syncs_raise):
     """Mixed steps (decode rows + prompt chunks, eager but for the rows' graph), chunk
     continuations and insertions, with logprobs: still one host wait per step."""
     engine = make_engine("glm-4.5-air-tiny", device="cuda", slots=4, **CHUNKED)
     mix = without_stops(random_mix(3, engine.config.model.vocab_size, spread_s=0))
     run_tokens(engine, mix, "overlap")  # warm: allocator and kernels settled
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with host_syncs_raise():
         _, output = run_tokens(engine, mix, "overlap")
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     assert {record.step.kind.value for record in output.steps} >= {"mixed", "decode"}
     assert output.host_waits["step_output"] == len(output.steps)
 

@@ -279,7 +279,7 @@ def two_gpus():
 @pytest.mark.cuda
 @pytest.mark.skipif(not two_gpus(), reason="needs 2 CUDA GPUs")
 @pytest.mark.parametrize("name", FAMILIES)
-def test_cuda_tp2_over_nccl_agrees_and_overlap_never_syncs_on_any_rank(name):
+def test_cuda_tp2_over_nccl_agrees_and_overlap_never_syncs_on_any_rank(name, host_syncs_raise):
     """TP 2 on two GPUs: all-reduces inside the decode graphs; sync and overlap agree; a
     warmed overlap run under CUDA sync-debug 'error' (every rank takes rank 0's mode)
     waits only on step outputs on rank 0 and only on buffer reuse on the follower."""
@@ -292,11 +292,8 @@ def test_cuda_tp2_over_nccl_agrees_and_overlap_never_syncs_on_any_rank(name):
             check_schedules(engine, mix, reference, seed, 2)
         mix = without_stops(random_mix(2, engine.config.model.vocab_size, spread_s=0))
         run(engine, mix, "overlap")  # warm
-        torch.cuda.set_sync_debug_mode("error")
-        try:
+        with host_syncs_raise():
             _, output = run(engine, mix, "overlap")
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
         assert output.host_waits["step_output"] == len(output.steps)
         (follower,) = output.ranks
         assert follower.host_waits.get("buffer_reuse", 0) <= len(output.steps)

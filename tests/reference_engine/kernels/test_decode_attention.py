@@ -318,15 +318,12 @@ def test_cuda_graph_replay_equals_eager():
 
 
 @pytest.mark.cuda
-def test_a_warmed_call_never_syncs_the_host():
+def test_a_warmed_call_never_syncs_the_host(host_syncs_raise):
     shape = GPU_SHAPES[2]
     q, keys, values, lengths = gpu_inputs(shape, seed=60)
     args = (q, keys, values, lengths, shape[-1] ** -0.5)
     decode_attention(*args, backend=KernelBackend.TRITON)
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with host_syncs_raise():
         decode_attention(*args, backend=KernelBackend.TRITON)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()

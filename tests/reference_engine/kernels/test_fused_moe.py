@@ -343,13 +343,10 @@ def test_gpu_cuda_graph_replay_equals_eager(preset, num_tokens):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("preset,num_tokens", GPU_SHAPES)
-def test_gpu_no_host_sync(preset, num_tokens):
+def test_gpu_no_host_sync(preset, num_tokens, host_syncs_raise):
     problem = preset_problem(preset, num_tokens, seed=5)
     fm.moe_experts(*problem, backend=KernelBackend.TRITON)  # warm: compile, allocate
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with host_syncs_raise():
         fm.moe_experts(*problem, backend=KernelBackend.TRITON)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()

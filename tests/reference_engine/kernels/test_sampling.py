@@ -435,16 +435,13 @@ def test_cuda_graph_replay_equals_eager():
 
 
 @pytest.mark.cuda
-def test_cuda_no_host_sync_when_warm():
+def test_cuda_no_host_sync_when_warm(host_syncs_raise):
     logits, params = engine_like_call(16, 151552, 2)
     sample_triton(logits, params)  # compile
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with host_syncs_raise():
         sample_triton(logits, params)
         sample(logits, params, backend=KernelBackend.TRITON)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
 
 
