@@ -59,9 +59,13 @@ class VerifyConfig:
             raise ConfigError("seeds must be >= 0")
         if not 0.0 <= self.margin_tolerance < 1.0:
             raise ConfigError(f"margin tolerance must be in [0, 1), got {self.margin_tolerance}")
+        if self.fault is not None:
+            exercising(self.workloads, self.fault)  # refused here, before any run
 
     def cases(self) -> list[Case]:
-        return expand_cases(self.families, self.workloads, self.seeds)
+        """Every (family, workload, seed); with a fault, only the workloads it can show in."""
+        workloads = self.workloads if self.fault is None else exercising(self.workloads, self.fault)
+        return expand_cases(self.families, workloads, self.seeds)
 
     @property
     def jitter_label(self) -> str:
@@ -250,13 +254,13 @@ def verify(
     return VerifyResult(config, results, verifier.device_info, time.perf_counter() - started)
 
 
-def exercising(config: VerifyConfig, fault: Fault) -> tuple[str, ...]:
-    """The workloads of `config` that run the code `fault` changes: a fault in how a
-    prompt's later chunks are placed cannot show where every prompt runs whole, so those
-    runs would count as misses that no verifier could avoid."""
+def exercising(workloads: tuple[str, ...], fault: Fault) -> tuple[str, ...]:
+    """The `workloads` that run the code `fault` changes: a fault in how a prompt's later
+    chunks are placed cannot show where every prompt runs whole, so those runs would count
+    as misses that no verifier could avoid."""
     if not FAULT_INFO[fault].needs_chunks:
-        return config.workloads
-    chunked = tuple(w for w in config.workloads if workload(w).max_num_batched_tokens)
+        return workloads
+    chunked = tuple(w for w in workloads if workload(w).max_num_batched_tokens)
     if not chunked:
         raise ConfigError(
             f"fault {fault} needs a chunked-prefill workload; choose one of "
@@ -274,7 +278,7 @@ def fault_table(
 ) -> FaultTable:
     """The clean engine under `config` (or the `clean` result given), then each fault with
     jitter off and at `config.jitter` (when on): which cases caught it, which check first."""
-    plans = {fault: exercising(config, fault) for fault in faults}  # before any run
+    planted = {fault: dataclasses.replace(config, fault=fault) for fault in faults}  # checked
     own = verifier is None
     verifier = verifier or Verifier(config.device, config.cuda_graphs, config.margin_tolerance)
     levels: dict[str, Jitter | None] = {"off": None}
@@ -284,8 +288,7 @@ def fault_table(
         if clean is None:
             clean = verify(dataclasses.replace(config, fault=None), progress, verifier)
         rows: dict[Fault, dict[str, VerifyResult]] = {}
-        for fault, workloads in plans.items():
-            cases = dataclasses.replace(config, fault=fault, workloads=workloads)
+        for fault, cases in planted.items():
             rows[fault] = {
                 label: verify(dataclasses.replace(cases, jitter=jitter), progress, verifier)
                 for label, jitter in levels.items()
