@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -63,10 +64,28 @@ class Jitter:
     def with_seed(self, seed: int) -> Jitter:
         return dataclasses.replace(self, seed=seed)
 
+    def stretched_to(self, step_us: float) -> Jitter:
+        """The same jitter for a device whose steps take `step_us`: pauses and stalls
+        stretched by `step_us / PRESET_STEP_US` where that exceeds 1 (never shrunk), so
+        that they outlast a step as often as the presets do on the step they were tuned
+        for. Without it a slow device's step outlasts almost every pause, and the races
+        that need the host behind the device never show."""
+        scale = max(1.0, step_us / PRESET_STEP_US) if math.isfinite(step_us) else 1.0
+        return dataclasses.replace(
+            self,
+            host_max_us=min(self.host_max_us * scale, _MAX_DELAY_US),
+            device_max_us=min(self.device_max_us * scale, _MAX_DELAY_US),
+        )
 
-# Named levels for command lines. A race shows when a pause outlasts a device step (about
-# 1.5 ms for the tiny models on 2 CPU cores, far less on a GPU): `light` makes that happen a
-# few times per run, `heavy` several times. On one H200 (bf16, CUDA graphs), `light` caught
+
+# The device step the levels are tuned for. A race shows when a pause outlasts a device
+# step; on a device whose steps are longer (the tiny models take 5-7 ms a step on 2 CPU
+# cores) `Jitter.stretched_to` stretches the pauses with the step.
+PRESET_STEP_US = 1500.0
+
+# Named levels for command lines, for a step of `PRESET_STEP_US` or shorter (the tiny models
+# on a GPU take far less): `light` makes a pause outlast a step a few times per run,
+# `heavy` several times. On one H200 (bf16, CUDA graphs), `light` caught
 # undersized-ring in 20/20 runs and missing-event-wait in 18/20, `heavy` stale-pinned-buffer
 # in 38/40 (light: 17/20), with no false alarm in 70 clean runs at either level.
 JITTER_LEVELS: dict[str, Jitter] = {

@@ -10,6 +10,8 @@ seed; `stepgap.verify.checks` judges the three runs.
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -26,6 +28,7 @@ from reference_engine import (
 from reference_engine.engine import Mode
 from reference_engine.faults import FAULT_INFO, Fault
 from reference_engine.jitter import JITTER_LEVELS, Jitter
+from reference_engine.run_output import RunOutput
 from stepgap.mixes import common_token, fresh, with_stops, without_stops
 from stepgap.verify.cases import FAMILIES, WORKLOADS, Case, expand_cases, workload
 from stepgap.verify.checks import Evidence, Finding, run_checks
@@ -81,9 +84,13 @@ class CaseResult:
 
     case: Case
     fault: Fault | None
-    jitter_seed: int | None
     findings: dict[str, list[Finding]]
     wall_s: float
+    jitter: Jitter | None = None  # as applied: the case's seed, stretched to the device's step
+
+    @property
+    def jitter_seed(self) -> int | None:
+        return self.jitter.seed if self.jitter is not None else None
 
     @property
     def passed(self) -> bool:
@@ -150,6 +157,7 @@ class Reference:
     mix: list[Request]
     tokens: dict[int, list[int]]
     margins: dict[int, list[float]]
+    step_us: float  # median device time of its steps: the case's jitter stretches to it
 
 
 class Verifier:
@@ -170,8 +178,9 @@ class Verifier:
         started = time.perf_counter()
         reference = self.reference(case)
         eos = common_token(reference.tokens)
-        jitter_seed = case.jitter_seed if jitter is not None else None
-        seeded = jitter.with_seed(case.jitter_seed) if jitter is not None else None
+        seeded = None
+        if jitter is not None:
+            seeded = jitter.stretched_to(reference.step_us).with_seed(case.jitter_seed)
         engine = self._engine(case, eos, fault, seeded)
         stopped = with_stops(reference.mix, reference.tokens, case.seed)
         try:
@@ -182,7 +191,8 @@ class Verifier:
             reference.tokens, eos, sync, overlap, self.margin_tolerance, reference.margins
         )
         findings = run_checks(evidence)
-        return CaseResult(case, fault, jitter_seed, findings, time.perf_counter() - started)
+        wall_s = time.perf_counter() - started
+        return CaseResult(case, fault, findings, wall_s, seeded)
 
     def reference(self, case: Case) -> Reference:
         """The case's mix and its stop-free run (sync, clean engine, no jitter)."""
@@ -202,6 +212,7 @@ class Verifier:
                 mix,
                 {r.request_id: r.output for r in output.requests},
                 {r.request_id: r.margins for r in output.requests},
+                median_step_us(output),
             )
         return self._references[case]
 
@@ -222,6 +233,13 @@ class Verifier:
             jitter=jitter,
         )
         return Engine(config)
+
+
+def median_step_us(output: RunOutput) -> float:
+    """Median device time of a run's steps, µs (NaN when its steps were not timed)."""
+    durations = (r.device_end_us - r.device_start_us for r in output.steps)
+    times = [us for us in durations if math.isfinite(us)]
+    return statistics.median(times) if times else math.nan
 
 
 def _traced_run(engine: Engine, requests: list[Request], mode: Mode) -> RunTrace:

@@ -29,8 +29,9 @@ Schema `stepgap-verify/1`:
 
 FINDING = {"check", "mode" ("sync", "overlap" or "sync vs overlap"), "request_id",
 "position", "step", "sync": VALUE | null, "overlap": VALUE | null, "reference_token",
-"diagnosis", "case": {"family", "workload", "seed", "jitter_seed", "fault"}} with
-VALUE = {"token", "margin", "step"}.
+"diagnosis", "case": {"family", "workload", "seed", "jitter_seed", "jitter_max_us", "fault"}}
+with VALUE = {"token", "margin", "step"}. "jitter_max_us" = {"host", "device"}: the level's
+pause and stall maxima as the run applied them, stretched to the device's step (null: off).
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ class VerdictError(ValueError):
 
 def finding_dict(result: CaseResult, finding: Finding) -> dict[str, Any]:
     """A finding with the case it came from, as the verdict stores it."""
+    jitter = result.jitter
     case = dataclasses.asdict(result.case) | {
         "jitter_seed": result.jitter_seed,
+        "jitter_max_us": {"host": jitter.host_max_us, "device": jitter.device_max_us}
+        if jitter
+        else None,
         "fault": str(result.fault) if result.fault else None,
     }
     return finding.to_dict() | {"case": case}

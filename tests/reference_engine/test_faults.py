@@ -8,7 +8,13 @@ from reference_engine import ConfigError, Engine, EngineConfig, Request, Samplin
 from reference_engine import model_config as preset
 from reference_engine.device import make_device
 from reference_engine.faults import FAULT_INFO, Fault, parse_faults
-from reference_engine.jitter import JITTER_LEVELS, Jitter, ScheduleJitter, jitter_level
+from reference_engine.jitter import (
+    JITTER_LEVELS,
+    PRESET_STEP_US,
+    Jitter,
+    ScheduleJitter,
+    jitter_level,
+)
 from reference_engine.model_runner import PLACEHOLDER_TOKEN
 from reference_engine.probe import Probe
 from reference_engine.scheduler import Scheduler
@@ -136,6 +142,16 @@ def test_jitter_levels_and_validation():
         Jitter(quiet_phases=-1)
     with pytest.raises(ConfigError, match="jitter must be a Jitter"):
         EngineConfig(preset("ernie-4.5-tiny"), jitter="heavy")
+
+
+def test_jitter_stretches_with_a_slow_device_step_and_never_shrinks():
+    heavy = JITTER_LEVELS["heavy"]
+    assert heavy.stretched_to(PRESET_STEP_US / 10) == heavy  # a fast GPU step: as tuned
+    assert heavy.stretched_to(float("nan")) == heavy  # untimed steps: as tuned
+    slow = heavy.with_seed(4).stretched_to(4 * PRESET_STEP_US)
+    assert (slow.host_max_us, slow.device_max_us) == (4 * 8000.0, 4 * 5000.0)
+    assert (slow.seed, slow.host_prob, slow.device_prob) == (4, heavy.host_prob, 0.3)
+    assert heavy.stretched_to(1e9).host_max_us == 1e6  # capped where Jitter's check is
 
 
 def test_jitter_draws_are_seeded_and_stall_the_device_only_at_launch(monkeypatch):

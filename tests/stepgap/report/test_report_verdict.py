@@ -20,8 +20,12 @@ CHROMIUM = find_chromium()
 
 @pytest.fixture(scope="module")
 def all_faults_verdict(verdict_file):
-    """The self-test verdict: the clean engine, then each planted fault, jitter off and on."""
-    return verdict_file("--all-faults", exit_code=0)
+    """The self-test verdict: the clean engine, then each planted fault, jitter off and on.
+    It passes only if each race fault showed in its one jittered run, which is likely, not
+    certain: the page must show the verdict either way, so either is accepted here."""
+    path = verdict_file("--all-faults", exit_code=None)
+    assert json.loads(path.read_text())["engine_passed"], "a false alarm on the clean engine"
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,9 @@ def test_verification_section_holds_the_verdicts(
     out = tmp_path / "report.html"
     result = invoke(both_run, "--verify", all_faults_verdict, "--verify", fault_verdict, "-o", out)
     assert result.exit_code == 0, result.output
-    assert "2 verify verdict(s), 1 failed" in " ".join(result.stdout.split())
+    clean, faulty = (json.loads(p.read_text()) for p in (all_faults_verdict, fault_verdict))
+    failed = 2 - clean["passed"]
+    assert f"2 verify verdict(s), {failed} failed" in " ".join(result.stdout.split())
     page = out.read_text()
     assert (
         page.index('id="identity"') < page.index('id="verification"') < page.index('id="summary"')
@@ -69,7 +75,6 @@ def test_verification_section_holds_the_verdicts(
     headings = [" ".join(h.text_content().split()) for h in section.iter("h3")]
     assert headings == [str(all_faults_verdict), str(fault_verdict)]
     boxes = section.find_class("verdict")
-    clean, faulty = (json.loads(p.read_text()) for p in (all_faults_verdict, fault_verdict))
     assert boxes[0].get("class") == f"verdict {'ok' if clean['passed'] else 'bad'}"
     assert clean["summary"] in boxes[0].text_content()
     assert boxes[1].get("class") == "verdict bad"

@@ -115,7 +115,7 @@ def test_leaked_lag_token():
     overlap = with_request(overlap, B, tokens=(8, 9, EOS, 4), margins=(0.5, 1.5, 2.5, 3.5))
     found = fired(evidence(overlap=overlap))
     assert set(found) == {"no_token_after_stop", "token_count", "identical_tokens"}
-    result = CaseResult(Case("f", "w", 0), None, None, found, 0.0)
+    result = CaseResult(Case("f", "w", 0), None, found, 0.0)
     first = result.first
     assert first.check == "no_token_after_stop"  # same step: the root-cause check wins
     assert (first.request_id, first.position, first.step) == (B, 3, 3)

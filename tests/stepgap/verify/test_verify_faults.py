@@ -5,10 +5,13 @@ check fails a fault's test."""
 
 import pytest
 
+from reference_engine import Engine, EngineConfig
+from reference_engine import model_config as preset
 from reference_engine.faults import FAULT_INFO, Fault
 from reference_engine.jitter import JITTER_LEVELS
+from stepgap.mixes import fresh, random_mix
 from stepgap.verify.cases import Case
-from stepgap.verify.runner import Verifier
+from stepgap.verify.runner import Verifier, median_step_us
 
 HEAVY = JITTER_LEVELS["heavy"]
 ERNIE, GLM = "ernie-4.5-tiny", "glm-4.5-air-tiny"
@@ -26,6 +29,21 @@ def test_clean_engine_passes_every_check_under_jitter(verifier):
     for case in cases:
         result = verifier.run_case(case, None, HEAVY)
         assert result.passed, f"{case.label()}: {result.first}"
+        step_us = verifier.reference(case).step_us
+        assert result.jitter == HEAVY.stretched_to(step_us).with_seed(case.jitter_seed)
+
+
+def test_the_step_time_jitter_stretches_to_is_what_the_device_took():
+    """Checked against the run's host clock: in a sync run the device works one step at a
+    time, so its steps' device times add up to less than the run's wall time."""
+    engine = Engine(EngineConfig(preset(ERNIE), max_num_seqs=2, max_model_len=64, device="cpu"))
+    try:
+        output = engine.run(fresh(random_mix(5, 512, num_requests=4)), "sync")
+    finally:
+        engine.close()
+    durations = sorted(r.device_end_us - r.device_start_us for r in output.steps)
+    assert durations[0] > 0 and sum(durations) < output.wall_s * 1e6
+    assert durations[0] <= median_step_us(output) <= durations[-1]
 
 
 # (fault, cases, checks allowed to fire first). Races get three cases: one catch suffices.

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from reference_engine.faults import Fault
+from reference_engine.jitter import JITTER_LEVELS
 from stepgap.verify.cases import Case
 from stepgap.verify.checks import CHECKS, Finding, ValueAt
 from stepgap.verify.runner import CaseResult, FaultTable, VerifyConfig, VerifyResult
@@ -18,13 +19,14 @@ from stepgap.verify.verdict import (
 
 CONFIG = VerifyConfig(families=("ernie-4.5-tiny",), workloads=("burst",), seeds=(0,))
 CASE = Case("ernie-4.5-tiny", "burst", 0)
+JITTER = JITTER_LEVELS["heavy"].stretched_to(6000.0).with_seed(7)  # a 6 ms step: 4x
 
 
 def result(config=CONFIG, finding=None, fault=None):
     findings = {name: [] for name in CHECKS}
     if finding is not None:
         findings[finding.check] = [finding]
-    case = CaseResult(CASE, fault, 7, findings, 0.1)
+    case = CaseResult(CASE, fault, findings, 0.1, JITTER)
     return VerifyResult(config, [case], {"kind": "cpu", "name": "cpu"}, 0.1)
 
 
@@ -60,6 +62,7 @@ def test_failed_verdict_names_the_case():
         "workload": "burst",
         "seed": 0,
         "jitter_seed": 7,
+        "jitter_max_us": {"host": 32000.0, "device": 20000.0},
         "fault": "no-stop-lag",
     }
     assert verdict["checks"]["no_token_after_stop"]["runs_failed"] == 1
