@@ -17,11 +17,11 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Freeze the objects alive now for the duration of the block."""
-    gc.freeze()
+    freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        thaw()
 
 
 def freeze() -> None:
